@@ -1,0 +1,17 @@
+"""Key names used throughout stimpute (one place, like squidpy's ``Key``)."""
+
+from __future__ import annotations
+
+SPATIAL_KEY = "spatial"  # adata.obsm[...] and adata.uns[...]
+IMAGE_KEYS = ("hires", "lowres")  # in order of preference (highest resolution first)
+SCALEF = "tissue_{img_key}_scalef"
+SPOT_DIAMETER = "spot_diameter_fullres"
+
+HOLDOUT_KEY = "holdout"
+TRAIN_SUFFIX = "_train"
+TEST_SUFFIX = "_test"
+HIDDEN_SPOT_SUFFIX = "_hidden_spot"  # obs column for strategy="spots"
+
+IMAGE_FEATURES_KEY = "X_image"
+CLUSTERS_KEY = "clusters"
+IMPUTED_PREFIX = "imputed_"

@@ -1,0 +1,148 @@
+"""Input validation shared by every public function.
+
+Each check raises ``ValueError``/``KeyError``/``TypeError`` whose message names the offending
+key or parameter and how to fix it, and never modifies its input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from numbers import Integral, Real
+from typing import Any
+
+import numpy as np
+from anndata import AnnData
+from scipy import sparse
+
+__all__ = [
+    "check_adata",
+    "check_choice",
+    "check_counts",
+    "check_fraction",
+    "check_layer",
+    "check_positive_int",
+    "check_random_state",
+    "get_matrix",
+]
+
+
+def check_adata(adata: Any, *, name: str = "adata") -> AnnData:
+    """Check that ``adata`` is a non-empty :class:`~anndata.AnnData`."""
+    if not isinstance(adata, AnnData):
+        msg = f"`{name}` must be an AnnData object, got {type(adata).__name__}."
+        raise TypeError(msg)
+    if adata.n_obs == 0 or adata.n_vars == 0:
+        msg = f"`{name}` is empty ({adata.n_obs} spots x {adata.n_vars} genes); pass an AnnData with spots and genes."
+        raise ValueError(msg)
+    return adata
+
+
+def check_layer(adata: AnnData, layer: str | None, *, name: str = "layer") -> None:
+    """Check that ``layer`` is ``None`` (meaning ``X``), ``"X"`` or a key of ``adata.layers``."""
+    if layer is None or layer == "X":
+        if adata.X is None:
+            msg = f"`adata.X` is empty; pass `{name}=` naming one of adata.layers {list(adata.layers)}."
+            raise ValueError(msg)
+        return
+    if not isinstance(layer, str):
+        msg = f"`{name}` must be a string naming a layer or None for `adata.X`, got {type(layer).__name__}."
+        raise TypeError(msg)
+    if layer not in adata.layers:
+        msg = f"`adata.layers[{layer!r}]` not found (`{name}`); available layers: {list(adata.layers)}."
+        if layer.startswith("holdout"):
+            msg += " Run `st.pp.holdout(adata)` first to create the holdout layers."
+        raise KeyError(msg)
+
+
+def get_matrix(adata: AnnData, layer: str | None) -> np.ndarray | sparse.spmatrix:
+    """Return ``adata.X`` (``layer`` None or ``"X"``) or ``adata.layers[layer]`` without copying."""
+    check_layer(adata, layer)
+    return adata.X if layer is None or layer == "X" else adata.layers[layer]
+
+
+def _values(X: np.ndarray | sparse.spmatrix) -> np.ndarray:
+    if sparse.issparse(X):
+        return X.data
+    return np.asarray(X)
+
+
+def check_counts(
+    X: np.ndarray | sparse.spmatrix,
+    *,
+    name: str = "adata.X",
+    integer: bool = True,
+) -> None:
+    """Check that ``X`` holds finite, non-negative (and, with ``integer``, whole-number) counts."""
+    if not (sparse.issparse(X) or isinstance(X, np.ndarray)):
+        msg = f"`{name}` must be a numpy array or scipy sparse matrix, got {type(X).__name__}."
+        raise TypeError(msg)
+    vals = _values(X)
+    if not np.issubdtype(vals.dtype, np.number) or np.issubdtype(vals.dtype, np.complexfloating):
+        msg = f"`{name}` must hold real numbers, got dtype {vals.dtype}."
+        raise TypeError(msg)
+    if vals.size == 0:
+        return
+    if np.issubdtype(vals.dtype, np.floating) and not np.isfinite(vals).all():
+        n_bad = int((~np.isfinite(vals)).sum())
+        msg = f"`{name}` contains {n_bad} NaN or infinite values; fill or remove them before imputation."
+        raise ValueError(msg)
+    if vals.min() < 0:
+        msg = (
+            f"`{name}` contains negative values (min {vals.min()}); stimpute needs raw counts. "
+            "Pass `layer=` naming a layer of raw counts."
+        )
+        raise ValueError(msg)
+    if integer and np.issubdtype(vals.dtype, np.floating) and not np.all(vals == np.round(vals)):
+        msg = (
+            f"`{name}` contains non-integer values; raw counts are required (was the data normalised or "
+            "log-transformed?). Pass `layer=` naming a layer of raw counts."
+        )
+        raise ValueError(msg)
+
+
+def check_fraction(value: Any, *, name: str = "fraction") -> float:
+    """Check ``0 < value < 1``."""
+    if isinstance(value, bool) or not isinstance(value, Real) or not 0 < float(value) < 1:
+        msg = f"`{name}` must be a number strictly between 0 and 1, got {value!r}."
+        raise ValueError(msg)
+    return float(value)
+
+
+def check_positive_int(value: Any, *, name: str, minimum: int = 1) -> int:
+    """Check that ``value`` is an integer ``>= minimum``."""
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        msg = f"`{name}` must be an integer, got {value!r}."
+        raise TypeError(msg)
+    if value < minimum:
+        msg = f"`{name}` must be >= {minimum}, got {value}."
+        raise ValueError(msg)
+    return int(value)
+
+
+def check_choice(value: Any, choices: Iterable[str], *, name: str) -> str:
+    """Check that ``value`` is one of ``choices``."""
+    choices = list(choices)
+    if value not in choices:
+        msg = f"`{name}` must be one of {choices}, got {value!r}."
+        raise ValueError(msg)
+    return value
+
+
+def check_random_state(random_state: Any, *, name: str = "random_state") -> np.random.Generator:
+    """Return a :class:`numpy.random.Generator` from ``None``, an int or a Generator."""
+    if isinstance(random_state, np.random.Generator):
+        return random_state
+    if random_state is None:
+        return np.random.default_rng()
+    if isinstance(random_state, bool) or not isinstance(random_state, Integral) or random_state < 0:
+        msg = f"`{name}` must be a non-negative integer, None or a numpy Generator, got {random_state!r}."
+        raise TypeError(msg)
+    return np.random.default_rng(int(random_state))
+
+
+def check_key_string(value: Any, *, name: str) -> str:
+    """Check that ``value`` is a non-empty string (used for ``key_added``)."""
+    if not isinstance(value, str) or not value:
+        msg = f"`{name}` must be a non-empty string, got {value!r}."
+        raise TypeError(msg)
+    return value
