@@ -1,0 +1,3 @@
+from stimpute._cli import main
+
+raise SystemExit(main())
