@@ -26,8 +26,9 @@ class Settings:
     progress_bar
         Show tqdm progress bars during long work.
     datadir
-        Folder with the real datasets used by :func:`stimpute.datasets.load_shared`. Defaults to
-        the environment variable ``STIMPUTE_DATA`` or ``../shared/data`` next to the working folder.
+        Folder with the real datasets read by the loaders of :mod:`stimpute.datasets` (``dlpfc``,
+        ``her2st``...). Defaults to the environment variable ``STIMPUTE_DATA`` or ``../shared/data``
+        next to the working folder.
 
     Examples
     --------

@@ -30,6 +30,7 @@ __all__ = [
     "img_key",
     "library_id",
     "scale_factor",
+    "source_image_path",
     "spatial_coords",
     "spot_crops",
     "spot_diameter",
@@ -188,7 +189,7 @@ def scale_factor(adata: AnnData, library_id: str | None = None, img_key: str | N
     >>> import stimpute as st
     >>> adata = st.datasets.synthetic_visium(n_spots=100, n_genes=20)
     >>> round(st.get.scale_factor(adata, img_key="lowres"), 3)
-    0.1
+    0.05
     """
     key = globals()["img_key"](adata, library_id, img_key)
     lib, entry = _library(adata, library_id)
@@ -247,6 +248,36 @@ def spot_diameter(adata: AnnData, library_id: str | None = None, img_key: str | 
     if img_key == "fullres":
         return diameter
     return diameter * scale_factor(adata, lib, img_key)
+
+
+def source_image_path(adata: AnnData, library_id: str | None = None) -> str | None:
+    """Path of the full-resolution image recorded for a library, if any.
+
+    Readers and dataset loaders store it in ``adata.uns['spatial'][library_id]['metadata']['source_image_path']``.
+
+    Parameters
+    ----------
+    adata
+        Annotated data with ``adata.uns['spatial']``.
+    library_id
+        Library id; ``None`` picks the only one.
+
+    Returns
+    -------
+    The recorded path as a string (it may no longer exist), or ``None`` when nothing is recorded.
+
+    Examples
+    --------
+    >>> import stimpute as st
+    >>> adata = st.datasets.synthetic_visium(n_spots=100, n_genes=20)
+    >>> st.get._spatial.source_image_path(adata) is None
+    True
+    """
+    _, entry = _library(adata, library_id)
+    path = (entry.get("metadata") or {}).get("source_image_path")
+    if path is None or (isinstance(path, str) and path in ("", "none")):
+        return None
+    return str(path)
 
 
 def spatial_coords(adata: AnnData, *, key: str = SPATIAL_KEY) -> np.ndarray:

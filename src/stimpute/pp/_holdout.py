@@ -96,7 +96,7 @@ def holdout(
     >>> import stimpute as st
     >>> adata = st.datasets.synthetic_visium(n_spots=200, n_genes=50)
     >>> st.pp.holdout(adata, fraction=0.5, strategy="entries", random_state=0)
-    >>> adata.uns["holdout"]["hidden_fraction"]
+    >>> round(adata.uns["holdout"]["hidden_fraction"], 2)
     0.5
     >>> (adata.layers["holdout_train"] + adata.layers["holdout_test"] != adata.X).nnz
     0
@@ -180,7 +180,7 @@ def holdout(
             "fraction": fraction,
             "strategy": strategy,
             "layer": "X" if layer is None else layer,
-            "random_state": int(random_state) if isinstance(random_state, int) else -1,
+            "random_state": int(random_state) if isinstance(random_state, int | np.integer) else -1,
             "fold": int(fold),
             "n_folds": n_folds,
             "min_spot_fraction": float(min_spot_fraction),

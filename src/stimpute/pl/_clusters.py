@@ -1,0 +1,234 @@
+"""Spatial maps of the clusters of several layers side by side: ``st.pl.compare_clusters``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from .. import _logging as logg
+from .._constants import CLUSTERS_KEY
+from .._validate import check_adata, check_key_string
+from ._utils import NA_COLOR, category_colors, check_ncols, draw_spots, finish, make_axes, spatial_canvas
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+__all__ = ["compare_clusters"]
+
+_RECOMPUTE_PARAMS = ("method", "n_clusters", "resolution", "n_top_genes", "n_pcs", "n_neighbors", "random_state")
+
+
+def compare_clusters(
+    adata: AnnData,
+    layers: Sequence[str | None] | None = None,
+    *,
+    key: str = CLUSTERS_KEY,
+    labels_key: str | None = None,
+    img_key: str | None = None,
+    library_id: str | None = None,
+    ncols: int = 4,
+    spot_size: float | None = None,
+    ax: Axes | Sequence[Axes] | None = None,
+    show: bool | None = None,
+    return_fig: bool = False,
+) -> Figure | Axes | list[Axes] | None:
+    """Spatial maps of the clusters of each layer over the tissue image, side by side.
+
+    One panel per layer, titled with the layer name and its adjusted Rand index (against the known
+    labels when :func:`stimpute.tl.compare_clusters` was given ``labels_key``, otherwise against the
+    reference layer), plus a panel of the known labels. Cluster ids are aligned across layers, so the
+    same id has the same colour in every panel; each label is drawn in the colour of the reference
+    cluster it overlaps most.
+
+    The stored clusters ``adata.obs['{key}_{layer}']`` and scores ``adata.uns[key]`` are used as they
+    are. When they are missing for a requested layer, :func:`stimpute.tl.compare_clusters` is run
+    first (with the parameters stored in ``adata.uns[key]['params']`` if any, else its defaults), which
+    writes its usual keys into ``adata``.
+
+    Parameters
+    ----------
+    adata
+        Annotated data with ``adata.obsm['spatial']``.
+    layers
+        Layers to show; ``None`` takes the layers stored in ``adata.uns[key]['params']`` (or the
+        defaults of :func:`stimpute.tl.compare_clusters` when nothing is stored).
+    key
+        The ``key_added`` of :func:`stimpute.tl.compare_clusters`.
+    labels_key
+        Column of ``adata.obs`` with known labels for an extra panel; ``None`` takes the one stored in
+        ``adata.uns[key]['params']``, if any.
+    img_key
+        Image to draw under the spots (``"hires"``, ``"lowres"``...); ``None`` picks the highest
+        resolution present. Without any image the spots are drawn alone.
+    library_id
+        Library of ``adata.uns['spatial']``; ``None`` picks the only one.
+    ncols
+        Number of panels per row.
+    spot_size
+        Spot diameter in full-resolution pixels; ``None`` uses ``spot_diameter_fullres``.
+    ax
+        An Axes (one panel) or a list of Axes (one per panel) to draw into.
+    show
+        Show the figure; ``None`` shows it when it was created here and ``return_fig`` is False.
+    return_fig
+        Return the :class:`~matplotlib.figure.Figure`.
+
+    Returns
+    -------
+    The figure with ``return_fig=True``; the Axes (a list for several panels) with ``show=False``;
+    else ``None``.
+
+    Examples
+    --------
+    >>> import stimpute as st
+    >>> adata = st.datasets.synthetic_visium(n_spots=200, n_genes=50)
+    >>> st.pp.holdout(adata, fraction=0.5)
+    >>> st.tl.compare_clusters(adata, ["X", "holdout_train"], n_clusters=4, labels_key="domain")
+    >>> fig = st.pl.compare_clusters(adata, return_fig=True)
+    >>> len(fig.axes)
+    3
+    """
+    from .. import tl
+
+    check_adata(adata)
+    key = check_key_string(key, name="key")
+    ncols = check_ncols(ncols)
+    canvas = spatial_canvas(adata, img_key=img_key, library_id=library_id, spot_size=spot_size)
+    stored = adata.uns.get(key)
+    params = dict(stored["params"]) if isinstance(stored, Mapping) and "params" in stored else {}
+    if layers is None:
+        layers = list(params["layers"]) if "layers" in params else ["X", "holdout_train", "imputed_multimodal"]
+    elif isinstance(layers, str):
+        layers = [layers]
+    layers = ["X" if layer is None else layer for layer in layers]
+    stored_labels = str(params.get("labels_key", "none"))
+    if labels_key is not None and labels_key not in adata.obs:
+        msg = f"`adata.obs[{labels_key!r}]` not found (`labels_key`); available columns: {list(adata.obs.columns)}."
+        raise KeyError(msg)
+
+    scores = stored.get("scores") if isinstance(stored, Mapping) else None
+    missing = [
+        layer
+        for layer in layers
+        if f"{key}_{layer}" not in adata.obs or not isinstance(scores, pd.DataFrame) or layer not in scores.index
+    ]
+    if missing:
+        kwargs = {name: params[name] for name in _RECOMPUTE_PARAMS if name in params}
+        if kwargs.get("n_clusters", -1) == -1:
+            kwargs["n_clusters"] = None
+        if kwargs.get("random_state", 0) == -1:
+            kwargs["random_state"] = None
+        if params.get("reference") in layers:
+            kwargs["reference"] = params["reference"]
+        lk = labels_key if labels_key is not None else (None if stored_labels == "none" else stored_labels)
+        if lk is not None and lk in adata.obs:
+            kwargs["labels_key"] = lk
+        logg.info(f"clusters of {missing} not found under key {key!r}: running `st.tl.compare_clusters` first")
+        tl.compare_clusters(adata, layers, key_added=key, **kwargs)
+        params = dict(adata.uns[key]["params"])
+        scores = adata.uns[key]["scores"]
+        stored_labels = str(params["labels_key"])
+
+    reference = str(params.get("reference", layers[0]))
+    if labels_key is None and stored_labels != "none" and stored_labels in adata.obs:
+        labels_key = stored_labels
+    scored_labels = stored_labels != "none" and stored_labels == labels_key
+
+    # colours: the same cluster id has the same colour in every panel ("0" -> colour 0, ...);
+    # each label takes the colour of the reference cluster it matches
+    clusters = {layer: adata.obs[f"{key}_{layer}"].astype(str) for layer in layers}
+    names = sorted({c for col in clusters.values() for c in col.unique()}, key=_id_order)
+    colour_of = {name: i for i, name in enumerate(names)}
+    label_ids: dict[str, int] = {}
+    if labels_key is not None:
+        ref_col = f"{key}_{reference}"
+        ref = adata.obs[ref_col].astype(str) if ref_col in adata.obs else clusters[layers[0]]
+        codes = ref.map(colour_of).fillna(-1).astype(int).to_numpy()  # a stored reference outside `layers`
+        label_ids = _match_labels(adata.obs[labels_key], codes, n_ref=len(names))
+    palette = category_colors(max([len(names), *(i + 1 for i in label_ids.values())]))
+
+    n_panels = len(layers) + (labels_key is not None)
+    fig, axes, created = make_axes(n_panels, ncols=ncols, ax=ax)
+    for a, layer in zip(axes, layers, strict=False):
+        col = clusters[layer]
+        draw_spots(a, canvas, colors=[palette[colour_of[c]] for c in col.to_numpy()])
+        a.set_title(_title(layer, scores, reference, labels_key if scored_labels else None))
+        _legend(a, [(c, palette[colour_of[c]]) for c in names if (col == c).any()])
+    if labels_key is not None:
+        a = axes[-1]
+        lab = adata.obs[labels_key]
+        cats = [
+            str(c)
+            for c in (lab.cat.categories if isinstance(lab.dtype, pd.CategoricalDtype) else pd.unique(lab.dropna()))
+        ]
+        lookup = {c: palette[label_ids[c]] for c in cats}
+        colors = [NA_COLOR if pd.isna(v) else lookup[str(v)] for v in lab.to_numpy()]
+        draw_spots(a, canvas, colors=colors)
+        a.set_title(f"{labels_key}\n(known labels)")
+        entries = [(c, lookup[c]) for c in cats if (lab.astype(str) == c).any()]
+        if lab.isna().any():
+            entries.append(("NA", NA_COLOR))
+        _legend(a, entries)
+    return finish(fig, axes, show=show, return_fig=return_fig, created=created)
+
+
+def _title(layer: str, scores: pd.DataFrame, reference: str, labels_key: str | None) -> str:
+    row = scores.loc[layer]
+    if labels_key is not None and np.isfinite(row["ari_labels"]):
+        return f"{layer}\nARI {row['ari_labels']:.2f} vs {labels_key}"
+    if layer == reference:
+        return f"{layer}\n(reference)"
+    return f"{layer}\nARI {row['ari_reference']:.2f} vs {reference}"
+
+
+def _id_order(name: str) -> tuple[int, int, str]:
+    """Cluster names in numeric order when they are integers ("2" before "10"), others after."""
+    return (0, int(name), "") if name.lstrip("-").isdigit() else (1, 0, name)
+
+
+def _match_labels(labels: pd.Series, ref: np.ndarray, *, n_ref: int) -> dict[str, int]:
+    """Colour id of every label: the reference cluster it matches (Hungarian), or a new id from ``n_ref``."""
+    from scipy.optimize import linear_sum_assignment
+
+    keep = labels.notna().to_numpy() & (ref >= 0)
+    lab = labels.astype(str).to_numpy()[keep]
+    cl = ref[keep]
+    if isinstance(labels.dtype, pd.CategoricalDtype):
+        names = [str(c) for c in labels.cat.categories]
+    else:
+        names = sorted(set(lab))
+    if not names:
+        return {}
+    index = {n: i for i, n in enumerate(names)}
+    table = np.zeros((len(names), max(n_ref, 1)), dtype=np.int64)
+    np.add.at(table, (np.array([index[v] for v in lab], dtype=np.int64), cl), 1)
+    rows, cols = linear_sum_assignment(table, maximize=True)
+    ids = {names[r]: int(c) for r, c in zip(rows, cols, strict=True) if table[r, c] > 0}
+    free = n_ref
+    for name in names:
+        if name not in ids:
+            ids[name] = free
+            free += 1
+    return ids
+
+
+def _legend(ax: Axes, entries: list[tuple[str, str]]) -> None:
+    from matplotlib.lines import Line2D
+
+    handles = [
+        Line2D([], [], marker="o", linestyle="", color=color, label=name, markersize=7) for name, color in entries
+    ]
+    ax.legend(
+        handles=handles,
+        loc="center left",
+        bbox_to_anchor=(1.0, 0.5),
+        frameon=False,
+        handletextpad=0.2,
+        borderaxespad=0.2,
+        ncols=1 if len(handles) <= 14 else 2,
+    )

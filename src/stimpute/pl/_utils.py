@@ -1,0 +1,234 @@
+"""Shared plotting helpers: spot maps over the tissue image, panel grids, ``show``/``return_fig``."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+from anndata import AnnData
+
+from .. import get
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.collections import Collection
+    from matplotlib.figure import Figure
+
+__all__ = [
+    "SpatialCanvas",
+    "category_colors",
+    "check_ncols",
+    "draw_spots",
+    "finish",
+    "make_axes",
+    "spatial_canvas",
+]
+
+PANEL_SIZE = 4.0  # inches per panel side
+NA_COLOR = "#d3d3d3"
+_MARGIN_SPOTS = 2.0  # view margin around the spots, in spot diameters
+
+
+@dataclass
+class SpatialCanvas:
+    """Where to draw spots: positions and diameter in plot units, and the (cropped) image behind them.
+
+    Plot units are pixels of the chosen image, or full-resolution pixels when there is no image.
+    """
+
+    xy: np.ndarray
+    diameter: float
+    image: np.ndarray | None
+    image_extent: tuple[float, float, float, float] | None
+    xlim: tuple[float, float]
+    ylim: tuple[float, float]  # (bottom, top): the y axis points down, as in the image
+
+
+def spatial_canvas(
+    adata: AnnData,
+    *,
+    img_key: str | None = None,
+    library_id: str | None = None,
+    spot_size: float | None = None,
+) -> SpatialCanvas:
+    """Spot positions, spot diameter and image crop for a spatial map.
+
+    The image is the highest-resolution one (or ``img_key``); positions are
+    ``obsm['spatial'] * scale_factor``. Without ``adata.uns['spatial']`` or without images (and
+    ``img_key=None``), the spots are drawn in full-resolution pixels with no image. ``spot_size`` is
+    the spot diameter in full-resolution pixels; ``None`` takes ``spot_diameter_fullres``, or, when it
+    is missing, the median distance between neighbouring spots.
+    """
+    coords = get.spatial_coords(adata)  # KeyError naming obsm['spatial'] when missing
+    if spot_size is not None and (
+        isinstance(spot_size, bool) or not isinstance(spot_size, int | float) or not 0 < spot_size < np.inf
+    ):
+        msg = f"`spot_size` must be a positive number (spot diameter in full-resolution pixels), got {spot_size!r}."
+        raise ValueError(msg)
+    img, scale, diameter_full = None, 1.0, None
+    if img_key is not None or _has_images(adata, library_id):
+        key = get.img_key(adata, library_id, img_key)
+        img = get.image(adata, library_id, key)
+        scale = get.scale_factor(adata, library_id, key)
+    if spot_size is None:
+        try:
+            diameter_full = get.spot_diameter(adata, library_id, "fullres")
+        except KeyError:
+            diameter_full = _neighbour_distance(coords)
+    else:
+        diameter_full = float(spot_size)
+    xy = coords * scale
+    diameter = diameter_full * scale
+    margin = _MARGIN_SPOTS * diameter + 0.02 * float(np.ptp(xy, axis=0).max())
+    x0, y0 = xy.min(axis=0) - margin
+    x1, y1 = xy.max(axis=0) + margin
+    extent = None
+    if img is not None:
+        h, w = img.shape[:2]
+        r0, r1 = max(0, int(np.floor(y0))), min(h, int(np.ceil(y1)) + 1)
+        c0, c1 = max(0, int(np.floor(x0))), min(w, int(np.ceil(x1)) + 1)
+        if r1 > r0 and c1 > c0:
+            img = img[r0:r1, c0:c1]
+            extent = (c0 - 0.5, c1 - 0.5, r1 - 0.5, r0 - 0.5)
+        else:  # spots outside the image: draw no image
+            img = None
+    return SpatialCanvas(xy=xy, diameter=diameter, image=img, image_extent=extent, xlim=(x0, x1), ylim=(y1, y0))
+
+
+def _has_images(adata: AnnData, library_id: str | None) -> bool:
+    """Whether ``uns['spatial']`` exists and the library has at least one image."""
+    try:
+        get.img_key(adata, library_id)
+    except KeyError:
+        return False
+    return True
+
+
+def _neighbour_distance(coords: np.ndarray) -> float:
+    if coords.shape[0] < 2:
+        return 1.0
+    from sklearn.neighbors import NearestNeighbors
+
+    dist, _ = NearestNeighbors(n_neighbors=2).fit(coords).kneighbors(coords)
+    d = float(np.median(dist[:, 1]))
+    return d if d > 0 else 1.0
+
+
+def draw_spots(
+    ax: Axes,
+    canvas: SpatialCanvas,
+    *,
+    colors: Sequence | np.ndarray | None = None,
+    values: np.ndarray | None = None,
+    cmap=None,
+    norm=None,
+    alpha: float = 1.0,
+) -> Collection:
+    """Draw the image (if any) and one circle per spot whose diameter is in plot units.
+
+    Give either ``colors`` (one colour per spot) or ``values`` (mapped through ``cmap``/``norm``).
+    """
+    from matplotlib.collections import EllipseCollection
+
+    if canvas.image is not None:
+        ax.imshow(canvas.image, extent=canvas.image_extent, interpolation="nearest")
+    n = canvas.xy.shape[0]
+    d = np.full(n, canvas.diameter)
+    coll = EllipseCollection(
+        d, d, np.zeros(n), units="xy", offsets=canvas.xy, offset_transform=ax.transData, alpha=alpha
+    )
+    coll.set_edgecolor("none")
+    if values is not None:
+        coll.set_array(np.asarray(values, dtype=np.float64))
+        coll.set_cmap(cmap)
+        if norm is not None:
+            coll.set_norm(norm)
+    elif colors is not None:
+        coll.set_facecolor(colors)
+    ax.add_collection(coll)
+    ax.set_xlim(*canvas.xlim)
+    ax.set_ylim(*canvas.ylim)
+    ax.set_aspect("equal")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return coll
+
+
+def category_colors(n: int) -> list[str]:
+    """``n`` distinct colours, scanpy's default palettes (colour ``i`` is always the same)."""
+    from scanpy.plotting.palettes import default_20, default_102
+
+    palette = default_20 if n <= len(default_20) else default_102
+    return [palette[i % len(palette)] for i in range(n)]
+
+
+def make_axes(
+    n_panels: int,
+    *,
+    ncols: int,
+    ax: Axes | Sequence[Axes] | None,
+    panel_size: tuple[float, float] = (PANEL_SIZE, PANEL_SIZE),
+    name: str = "ax",
+) -> tuple[Figure, list[Axes], bool]:
+    """A grid of ``n_panels`` axes (unused cells removed), or the axes the user passed.
+
+    Returns the figure, the axes and whether the figure was created here.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.axes import Axes
+
+    if ax is not None:
+        axes = [ax] if isinstance(ax, Axes) else list(np.ravel(np.asarray(ax, dtype=object)))
+        if len(axes) != n_panels or not all(isinstance(a, Axes) for a in axes):
+            msg = (
+                f"`{name}` must be {'one Axes' if n_panels == 1 else f'a list of {n_panels} Axes'} "
+                f"for {n_panels} panel(s), got {ax!r}; or pass `{name}=None` to make a new figure."
+            )
+            raise ValueError(msg)
+        return axes[0].get_figure(), axes, False
+    ncols = max(1, min(int(ncols), n_panels))
+    nrows = int(np.ceil(n_panels / ncols))
+    fig, grid = plt.subplots(
+        nrows,
+        ncols,
+        figsize=(panel_size[0] * ncols, panel_size[1] * nrows),
+        squeeze=False,
+        layout="constrained",
+    )
+    flat = list(grid.ravel())
+    for extra in flat[n_panels:]:
+        extra.remove()
+    return fig, flat[:n_panels], True
+
+
+def check_ncols(ncols) -> int:
+    """Check that ``ncols`` is a positive integer."""
+    if isinstance(ncols, bool) or not isinstance(ncols, int | np.integer) or ncols < 1:
+        msg = f"`ncols` must be a positive integer, got {ncols!r}."
+        raise ValueError(msg)
+    return int(ncols)
+
+
+def finish(
+    fig: Figure, axes: list[Axes], *, show: bool | None, return_fig: bool, created: bool
+) -> Figure | Axes | list[Axes] | None:
+    """Return or show a figure following scanpy's convention.
+
+    ``return_fig`` gives the figure; otherwise show it (by default when the figure was made here)
+    and return ``None``, or return the axes when ``show=False``.
+    """
+    if return_fig:
+        return fig
+    if show is None:
+        show = created
+    if show:
+        import matplotlib.pyplot as plt
+
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*non-interactive.*", category=UserWarning)
+            plt.show()
+        return None
+    return axes[0] if len(axes) == 1 else axes

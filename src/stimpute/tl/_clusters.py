@@ -1,0 +1,417 @@
+"""Cluster every layer the same way and compare the clusterings: ``st.tl.compare_clusters``."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from scipy import sparse
+
+from .. import _logging as logg
+from .._constants import CLUSTERS_KEY
+from .._validate import (
+    check_adata,
+    check_choice,
+    check_key_string,
+    check_layer,
+    check_positive_int,
+    get_matrix,
+)
+
+__all__ = ["compare_clusters"]
+
+METHODS = ("leiden", "kmeans")
+SCORE_COLUMNS = ("ari_reference", "nmi_reference", "ari_labels", "nmi_labels", "n_clusters", "resolution")
+_MAX_BISECTIONS = 30
+_MAX_RESOLUTION = 64.0
+
+
+def compare_clusters(
+    adata: AnnData,
+    layers: Sequence[str | None] = ("X", "holdout_train", "imputed_multimodal"),
+    *,
+    method: Literal["leiden", "kmeans"] = "leiden",
+    n_clusters: int | None = None,
+    resolution: float = 1.0,
+    labels_key: str | None = None,
+    reference: str | None = None,
+    n_top_genes: int = 2000,
+    n_pcs: int = 30,
+    n_neighbors: int = 15,
+    key_added: str = CLUSTERS_KEY,
+    random_state: int | None = 0,
+    copy: bool = False,
+) -> AnnData | None:
+    """Cluster each layer with the same standard pipeline and score the clusterings against each other.
+
+    Every layer goes through the same steps on a private copy of its matrix (sparse input stays
+    sparse; ``adata.X`` and the layers are never changed): library-size normalisation
+    (:func:`scanpy.pp.normalize_total`), ``log1p``, the ``n_top_genes`` most variable genes
+    (``flavor="seurat"``, which works on non-integer imputed values), PCA with ``n_pcs`` components,
+    a ``n_neighbors`` nearest-neighbour graph, then Leiden clustering (or k-means on the PCA).
+    Genes that are zero in every spot of a layer are left out of that layer's gene selection.
+
+    Cluster ids of every layer are renamed to match the reference layer's (Hungarian matching on the
+    contingency table), so the same domain has the same id, and the same colour, in every layer.
+    Clusters without a partner get new ids after the matched ones.
+
+    Parameters
+    ----------
+    adata
+        Annotated data (spots x genes) with counts in ``X`` and/or the layers.
+    layers
+        Layers to cluster; ``"X"`` or ``None`` means ``adata.X``. Imputed layers may be dense and
+        non-integer but must be finite and non-negative.
+    method
+        ``"leiden"`` (:func:`scanpy.tl.leiden`, igraph flavour) or ``"kmeans"`` (scikit-learn
+        k-means on the PCA, ``n_init=10``; needs ``n_clusters``).
+    n_clusters
+        Number of clusters. With ``method="leiden"`` the resolution is searched by bisection so that
+        every layer gets this many clusters (the closest count is used, with a warning, when no
+        resolution gives it exactly). ``None`` uses ``resolution`` as is.
+    resolution
+        Leiden resolution when ``n_clusters`` is ``None``; the first resolution tried otherwise.
+    labels_key
+        Column of ``adata.obs`` with known domains (for example manual layer annotations). Every layer
+        is also scored against it; spots with a missing label are left out of those scores.
+    reference
+        The layer whose cluster ids the others are aligned to and scored against; ``None`` takes the
+        first of ``layers``.
+    n_top_genes
+        Number of highly variable genes (all genes when there are fewer).
+    n_pcs
+        Number of principal components.
+    n_neighbors
+        Number of neighbours of the graph used by Leiden.
+    key_added
+        Prefix of the written keys.
+    random_state
+        Seed of PCA, Leiden and k-means.
+    copy
+        Return a modified copy instead of writing to ``adata``.
+
+    Returns
+    -------
+    ``None``, or a copy of ``adata`` when ``copy=True``. Sets:
+
+    ``adata.obs['{key_added}_{layer}']``
+        Categorical cluster ids (``"0"``, ``"1"``, ...) of each layer, aligned to the reference layer.
+    ``adata.uns['{key_added}']['scores']``
+        A :class:`~pandas.DataFrame` indexed by layer with ``ari_reference``, ``nmi_reference``
+        (adjusted Rand index and normalised mutual information against the reference layer),
+        ``ari_labels``, ``nmi_labels`` (against ``obs[labels_key]``; NaN without labels),
+        ``n_clusters`` and ``resolution`` (the Leiden resolution used; NaN for k-means).
+    ``adata.uns['{key_added}']['params']``
+        The parameters (``layers``, ``reference``, ``labels_key`` (``"none"`` when absent),
+        ``n_clusters`` (-1 when absent), ...).
+
+    Examples
+    --------
+    >>> import stimpute as st
+    >>> adata = st.datasets.synthetic_visium(n_spots=200, n_genes=50)
+    >>> st.pp.holdout(adata, fraction=0.5)
+    >>> st.tl.compare_clusters(adata, ["X", "holdout_train"], n_clusters=4, labels_key="domain")
+    >>> adata.obs["clusters_holdout_train"].cat.categories.tolist()
+    ['0', '1', '2', '3']
+    >>> adata.uns["clusters"]["scores"].columns.tolist()[:4]
+    ['ari_reference', 'nmi_reference', 'ari_labels', 'nmi_labels']
+    """
+    # ---- validate everything before touching adata -------------------------------------------
+    check_adata(adata)
+    layers = _check_layers(adata, layers)
+    method = check_choice(method, METHODS, name="method")
+    if n_clusters is not None:
+        n_clusters = check_positive_int(n_clusters, name="n_clusters", minimum=2)
+        if n_clusters > adata.n_obs:
+            msg = f"`n_clusters={n_clusters}` is larger than the number of spots ({adata.n_obs}); pass a smaller `n_clusters`."
+            raise ValueError(msg)
+    elif method == "kmeans":
+        msg = "`method='kmeans'` needs `n_clusters`; pass `n_clusters=` or use `method='leiden'`."
+        raise ValueError(msg)
+    if isinstance(resolution, bool) or not isinstance(resolution, int | float) or not (0 < resolution < np.inf):
+        msg = f"`resolution` must be a positive number, got {resolution!r}."
+        raise ValueError(msg)
+    if labels_key is not None:
+        if not isinstance(labels_key, str):
+            msg = f"`labels_key` must be a column name of `adata.obs` or None, got {type(labels_key).__name__}."
+            raise TypeError(msg)
+        if labels_key not in adata.obs:
+            msg = f"`adata.obs[{labels_key!r}]` not found (`labels_key`); available columns: {list(adata.obs.columns)}."
+            raise KeyError(msg)
+        if adata.obs[labels_key].notna().sum() < 2:
+            msg = f"`adata.obs[{labels_key!r}]` has fewer than two non-missing labels; nothing to score against."
+            raise ValueError(msg)
+    if reference is None:
+        reference = layers[0]
+    elif reference not in layers:
+        msg = f"`reference={reference!r}` must be one of `layers` {layers}."
+        raise ValueError(msg)
+    n_top_genes = check_positive_int(n_top_genes, name="n_top_genes", minimum=2)
+    n_pcs = check_positive_int(n_pcs, name="n_pcs", minimum=1)
+    n_neighbors = check_positive_int(n_neighbors, name="n_neighbors", minimum=2)
+    key_added = check_key_string(key_added, name="key_added")
+    if random_state is not None and (
+        isinstance(random_state, bool) or not isinstance(random_state, int | np.integer) or random_state < 0
+    ):
+        msg = f"`random_state` must be a non-negative integer or None, got {random_state!r}."
+        raise TypeError(msg)
+    if adata.n_obs < 3:
+        msg = f"`adata` has {adata.n_obs} spots; clustering needs at least 3."
+        raise ValueError(msg)
+    for layer in layers:
+        _check_values(get_matrix(adata, layer), layer)
+
+    if copy:
+        adata = adata.copy()
+
+    start = logg.info(f"clustering {len(layers)} layer(s) with {method}")
+    labels_of: dict[str, np.ndarray] = {}
+    resolution_of: dict[str, float] = {}
+    for layer in layers:
+        pca = _pca(get_matrix(adata, layer), n_top_genes=n_top_genes, n_pcs=n_pcs, random_state=random_state)
+        if method == "kmeans":
+            labels_of[layer] = _kmeans(pca, n_clusters, random_state)
+            resolution_of[layer] = float("nan")
+        else:
+            graph = _neighbors(pca, n_neighbors=n_neighbors, random_state=random_state)
+            labels_of[layer], resolution_of[layer] = _leiden(graph, n_clusters, resolution, random_state, layer)
+        logg.debug(f"    {layer}: {np.unique(labels_of[layer]).size} clusters")
+
+    # ---- align to the reference, score --------------------------------------------------------
+    ref = _by_size(labels_of[reference])
+    aligned = {layer: ref if layer == reference else _align(labels_of[layer], ref) for layer in layers}
+    truth = None
+    if labels_key is not None:
+        lab = adata.obs[labels_key]
+        has_label = lab.notna().to_numpy()
+        truth = lab.astype(str).to_numpy()[has_label]
+    rows = {}
+    for layer in layers:
+        pred = aligned[layer]
+        row = {
+            "ari_reference": _ari(ref, pred),
+            "nmi_reference": _nmi(ref, pred),
+            "ari_labels": float("nan"),
+            "nmi_labels": float("nan"),
+            "n_clusters": int(np.unique(pred).size),
+            "resolution": resolution_of[layer],
+        }
+        if truth is not None:
+            row["ari_labels"] = _ari(truth, pred[has_label])
+            row["nmi_labels"] = _nmi(truth, pred[has_label])
+        rows[layer] = row
+    scores = pd.DataFrame.from_dict(rows, orient="index")[list(SCORE_COLUMNS)]
+    scores["n_clusters"] = scores["n_clusters"].astype(np.int64)
+    scores.index.name = "layer"
+
+    for layer in layers:
+        ids = aligned[layer]
+        categories = [str(i) for i in range(int(ids.max()) + 1) if (ids == i).any()]
+        adata.obs[f"{key_added}_{layer}"] = pd.Categorical(ids.astype(str), categories=categories)
+    adata.uns[key_added] = {
+        "params": {
+            "layers": list(layers),
+            "method": method,
+            "n_clusters": -1 if n_clusters is None else int(n_clusters),
+            "resolution": float(resolution),
+            "labels_key": "none" if labels_key is None else labels_key,
+            "reference": reference,
+            "n_top_genes": int(n_top_genes),
+            "n_pcs": int(n_pcs),
+            "n_neighbors": int(n_neighbors),
+            "random_state": -1 if random_state is None else int(random_state),
+        },
+        "scores": scores,
+    }
+    logg.info(
+        f"    finished: added {[f'{key_added}_{layer}' for layer in layers]} to `adata.obs` "
+        f"and `adata.uns[{key_added!r}]`",
+        time_start=start,
+    )
+    return adata if copy else None
+
+
+# ---- validation helpers ---------------------------------------------------------------------------
+
+
+def _check_layers(adata: AnnData, layers) -> list[str]:
+    if layers is None or isinstance(layers, str):
+        layers = [layers]
+    if not isinstance(layers, Sequence) or len(layers) == 0:
+        msg = f"`layers` must be a non-empty list of layer names ('X' or None for `adata.X`), got {layers!r}."
+        raise TypeError(msg)
+    names = []
+    for layer in layers:
+        check_layer(adata, layer, name="layers")
+        names.append("X" if layer is None else layer)
+    if len(set(names)) != len(names):
+        msg = f"`layers` contains duplicates: {names}."
+        raise ValueError(msg)
+    return names
+
+
+def _check_values(M, layer: str) -> None:
+    where = "adata.X" if layer == "X" else f"adata.layers[{layer!r}]"
+    if not (sparse.issparse(M) or isinstance(M, np.ndarray)):
+        msg = f"`{where}` must be a numpy array or scipy sparse matrix, got {type(M).__name__}."
+        raise TypeError(msg)
+    vals = M.data if sparse.issparse(M) else np.asarray(M)
+    if not np.issubdtype(vals.dtype, np.number) or np.issubdtype(vals.dtype, np.complexfloating):
+        msg = f"`{where}` must hold real numbers, got dtype {vals.dtype}."
+        raise TypeError(msg)
+    if vals.size == 0:
+        return
+    if np.issubdtype(vals.dtype, np.floating) and not np.isfinite(vals).all():
+        msg = f"`{where}` contains NaN or infinite values; clustering needs finite counts."
+        raise ValueError(msg)
+    if vals.min() < 0:
+        msg = (
+            f"`{where}` contains negative values (min {vals.min()}); clustering normalises counts, so clip "
+            "the layer at 0 first (for example `np.clip(layer, 0, None)`)."
+        )
+        raise ValueError(msg)
+
+
+# ---- the pipeline ---------------------------------------------------------------------------------
+
+
+def _pca(M, *, n_top_genes: int, n_pcs: int, random_state: int | None) -> np.ndarray:
+    """normalize_total -> log1p -> HVG (seurat) -> PCA on a private float32 copy of ``M``."""
+    import scanpy as sc
+
+    X = sparse.csr_matrix(M, dtype=np.float32, copy=True) if sparse.issparse(M) else np.array(M, dtype=np.float32)
+    expressed = np.asarray((X != 0).sum(axis=0)).ravel() > 0
+    if not expressed.all():
+        X = X[:, expressed]
+    if X.shape[1] < 2:
+        msg = "a layer has fewer than two expressed genes; nothing to cluster on."
+        raise ValueError(msg)
+    tmp = AnnData(X)
+    with warnings.catch_warnings():
+        # spots with no counts stay all-zero, which is fine here
+        warnings.filterwarnings("ignore", message="Some cells have zero counts", category=UserWarning)
+        sc.pp.normalize_total(tmp)
+    sc.pp.log1p(tmp)
+    if n_top_genes < tmp.n_vars:
+        sc.pp.highly_variable_genes(tmp, n_top_genes=n_top_genes, flavor="seurat", subset=True)
+    n_comps = int(min(n_pcs, tmp.n_obs - 1, tmp.n_vars - 1))
+    if n_comps < 1:
+        return np.asarray(tmp.X.toarray() if sparse.issparse(tmp.X) else tmp.X, dtype=np.float64)
+    sc.pp.pca(tmp, n_comps=n_comps, random_state=0 if random_state is None else random_state)
+    return np.asarray(tmp.obsm["X_pca"], dtype=np.float64)
+
+
+def _neighbors(pca: np.ndarray, *, n_neighbors: int, random_state: int | None) -> AnnData:
+    import scanpy as sc
+
+    tmp = AnnData(obsm={"X_pca": pca}, obs=pd.DataFrame(index=[str(i) for i in range(pca.shape[0])]))
+    sc.pp.neighbors(
+        tmp,
+        n_neighbors=int(min(n_neighbors, pca.shape[0] - 1)),
+        use_rep="X_pca",
+        random_state=0 if random_state is None else random_state,
+    )
+    return tmp
+
+
+def _leiden_once(graph: AnnData, resolution: float, random_state: int | None) -> np.ndarray:
+    import scanpy as sc
+
+    sc.tl.leiden(
+        graph,
+        resolution=resolution,
+        flavor="igraph",
+        n_iterations=2,
+        directed=False,
+        random_state=0 if random_state is None else random_state,
+        key_added="_leiden",
+    )
+    return graph.obs["_leiden"].astype(int).to_numpy()
+
+
+def _leiden(
+    graph: AnnData, n_clusters: int | None, resolution: float, random_state: int | None, layer: str
+) -> tuple[np.ndarray, float]:
+    if n_clusters is None:
+        return _leiden_once(graph, resolution, random_state), float(resolution)
+    tried: dict[float, np.ndarray] = {}
+
+    def count(res: float) -> int:
+        if res not in tried:
+            tried[res] = _leiden_once(graph, res, random_state)
+        return int(np.unique(tried[res]).size)
+
+    # bracket the target count, then bisect
+    lo, hi = 0.0, float(resolution)
+    n = count(hi)
+    while n < n_clusters and hi < _MAX_RESOLUTION:
+        lo, hi = hi, hi * 2
+        n = count(hi)
+    if n != n_clusters:
+        for _ in range(_MAX_BISECTIONS):
+            mid = (lo + hi) / 2
+            n = count(mid)
+            if n == n_clusters:
+                break
+            if n < n_clusters:
+                lo = mid
+            else:
+                hi = mid
+    best = min(tried, key=lambda r: (abs(np.unique(tried[r]).size - n_clusters), r))
+    found = int(np.unique(tried[best]).size)
+    if found != n_clusters:
+        logg.warning(
+            f"no Leiden resolution gives {n_clusters} clusters for layer {layer!r}; "
+            f"using resolution {best:.4g} with {found} clusters."
+        )
+    return tried[best], float(best)
+
+
+def _kmeans(pca: np.ndarray, n_clusters: int, random_state: int | None) -> np.ndarray:
+    from sklearn.cluster import KMeans
+
+    return KMeans(n_clusters=n_clusters, n_init=10, random_state=random_state).fit_predict(pca).astype(np.int64)
+
+
+# ---- labels: ordering, Hungarian alignment, scores -------------------------------------------------
+
+
+def _by_size(labels: np.ndarray) -> np.ndarray:
+    """Rename clusters 0..k-1 from the largest to the smallest (ties by first occurrence)."""
+    uniq, first, inverse, counts = np.unique(labels, return_index=True, return_inverse=True, return_counts=True)
+    order = np.lexsort((first, -counts))
+    new_id = np.empty(uniq.size, dtype=np.int64)
+    new_id[order] = np.arange(uniq.size)
+    return new_id[inverse.ravel()]
+
+
+def _align(labels: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Rename ``labels`` to the ids of ``ref`` (0..k-1) by maximum-overlap matching; the rest get k, k+1, ..."""
+    from scipy.optimize import linear_sum_assignment
+
+    lab = _by_size(labels)
+    n_lab, n_ref = int(lab.max()) + 1, int(ref.max()) + 1
+    table = np.zeros((n_lab, n_ref), dtype=np.int64)
+    np.add.at(table, (lab, ref), 1)
+    rows, cols = linear_sum_assignment(table, maximize=True)
+    new_id = np.full(n_lab, -1, dtype=np.int64)
+    new_id[rows] = cols
+    unmatched = np.flatnonzero(new_id < 0)  # already ordered by size
+    new_id[unmatched] = n_ref + np.arange(unmatched.size)
+    return new_id[lab]
+
+
+def _ari(a: np.ndarray, b: np.ndarray) -> float:
+    from sklearn.metrics import adjusted_rand_score
+
+    return float(adjusted_rand_score(a, b))
+
+
+def _nmi(a: np.ndarray, b: np.ndarray) -> float:
+    from sklearn.metrics import normalized_mutual_info_score
+
+    return float(normalized_mutual_info_score(a, b))

@@ -1,0 +1,274 @@
+"""One table of bad inputs across the public functions: the error type, its message, and no side effects.
+
+Each row is ``(setup, call, error, match)``: ``setup(adata)`` turns a fresh synthetic section into the bad
+input (and returns it), ``call(adata, tmp_path)`` calls the public function. After the error the AnnData
+(X, layers, obs columns, obsm and uns keys) and ``st.settings`` must be exactly as before the call.
+"""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pytest
+from scipy import sparse
+
+import stimpute as st
+from stimpute.get._spatial import set_spatial
+
+
+# setups ---------------------------------------------------------------------------------------------------
+def same(a):
+    return a
+
+
+def empty(a):
+    return a[:0].copy()
+
+
+def no_obs(a):
+    return ad.AnnData(sparse.csr_matrix((0, 5), dtype=np.float32))
+
+
+def negative(a):
+    a.X = a.X.copy()
+    a.X.data[0] = -3
+    return a
+
+
+def with_nan(a):
+    X = a.X.toarray().astype(np.float32)
+    X[3, 4] = np.nan
+    a.X = sparse.csr_matrix(X)
+    return a
+
+
+def non_integer(a):
+    a.X = sparse.csr_matrix(a.X.toarray() * 0.5)
+    return a
+
+
+def one_nonzero(a):
+    X = np.zeros(a.shape, dtype=np.int32)
+    X[1, 2] = 4
+    a.X = sparse.csr_matrix(X)
+    return a
+
+
+def three_nonzeros(a):
+    X = np.zeros(a.shape, dtype=np.int32)
+    X[1, 2], X[5, 6], X[7, 1] = 4, 1, 2
+    a.X = sparse.csr_matrix(X)
+    return a
+
+
+def zero_first_spot(a):
+    X = a.X.toarray()
+    X[0] = 0
+    a.X = sparse.csr_matrix(X)
+    return a
+
+
+def no_obsm(a):
+    del a.obsm["spatial"]
+    return a
+
+
+def bad_obsm_shape(a):
+    a.obsm["spatial"] = a.obsm["spatial"][:, :1].copy()
+    return a
+
+
+def nan_coords(a):
+    coords = a.obsm["spatial"].copy()
+    coords[4, 1] = np.nan
+    a.obsm["spatial"] = coords
+    return a
+
+
+def no_uns(a):
+    del a.uns["spatial"]
+    return a
+
+
+def empty_uns(a):
+    a.uns["spatial"] = {}
+    return a
+
+
+def two_libraries(a):
+    entry = a.uns["spatial"]["synthetic"]
+    set_spatial(a, "other", images=entry["images"], scalefactors=entry["scalefactors"])
+    return a
+
+
+def no_images(a):
+    a.uns["spatial"]["synthetic"]["images"] = {}
+    return a
+
+
+def no_scalef(a):
+    del a.uns["spatial"]["synthetic"]["scalefactors"]["tissue_hires_scalef"]
+    return a
+
+
+def negative_scalef(a):
+    a.uns["spatial"]["synthetic"]["scalefactors"]["tissue_hires_scalef"] = -0.2
+    return a
+
+
+def no_diameter(a):
+    del a.uns["spatial"]["synthetic"]["scalefactors"]["spot_diameter_fullres"]
+    return a
+
+
+def held_out(a):
+    st.pp.holdout(a, 0.5)
+    a.layers["imputed"] = a.X.toarray().astype(np.float32)
+    return a
+
+
+def held_out_nan(a):
+    held_out(a)
+    a.layers["imputed"][:] = np.nan
+    return a
+
+
+def held_out_layers_missing(a):
+    held_out(a)
+    del a.layers["holdout_test"]
+    return a
+
+
+def held_out_spots_column_missing(a):
+    st.pp.holdout(a, 0.5, strategy="spots")
+    a.layers["imputed"] = a.X.toarray().astype(np.float32)
+    del a.obs["holdout_hidden_spot"]
+    return a
+
+
+holdout, evaluate = st.pp.holdout, st.tl.evaluate
+FRACTION = r"`fraction` must be a number strictly between 0 and 1"
+
+# the table --------------------------------------------------------------------------------------------------
+CASES = [
+    # pp.holdout
+    ("holdout-not-anndata", same, lambda a, t: holdout(a.X), TypeError, "must be an AnnData object, got csr_matrix"),
+    ("holdout-empty", empty, lambda a, t: holdout(a), ValueError, r"`adata` is empty \(0 spots x 50 genes\)"),
+    ("holdout-empty-genes", no_obs, lambda a, t: holdout(a), ValueError, "is empty"),
+    ("holdout-missing-layer", same, lambda a, t: holdout(a, layer="counts"), KeyError, r"`adata.layers\['counts'\]` not found"),
+    ("holdout-layer-type", same, lambda a, t: holdout(a, layer=3), TypeError, "`layer` must be a string"),
+    ("holdout-negative", negative, lambda a, t: holdout(a), ValueError, r"negative values \(min -3\)"),
+    ("holdout-nan", with_nan, lambda a, t: holdout(a), ValueError, "1 NaN or infinite values"),
+    ("thinning-non-integer", non_integer, lambda a, t: holdout(a, strategy="thinning"), ValueError, "non-integer values"),
+    ("holdout-fraction-0", same, lambda a, t: holdout(a, 0), ValueError, FRACTION + ", got 0"),
+    ("holdout-fraction-1", same, lambda a, t: holdout(a, 1), ValueError, FRACTION + ", got 1"),
+    ("holdout-fraction-neg", same, lambda a, t: holdout(a, -0.1), ValueError, FRACTION + r", got -0\.1"),
+    ("holdout-fraction-str", same, lambda a, t: holdout(a, "half"), ValueError, FRACTION + ", got 'half'"),
+    ("holdout-fraction-bool", same, lambda a, t: holdout(a, True), ValueError, FRACTION),
+    ("holdout-fraction-nan", same, lambda a, t: holdout(a, float("nan")), ValueError, FRACTION),
+    ("holdout-one-nonzero", one_nonzero, lambda a, t: holdout(a), ValueError, "has 1 non-zero entries; at least 2"),
+    ("holdout-too-few-entries", three_nonzeros, lambda a, t: holdout(a, 0.1), ValueError, "3 non-zero entries, too few"),
+    ("holdout-too-few-spots", same, lambda a, t: holdout(a, 0.001, strategy="spots"), ValueError, "200 spots, too few"),
+    ("holdout-unknown-strategy", same, lambda a, t: holdout(a, strategy="rows"), ValueError, r"`strategy` must be one of \['entries'"),
+    ("holdout-no-eligible-gene", zero_first_spot, lambda a, t: holdout(a, strategy="gene_folds", min_spot_fraction=1.0), ValueError, "nothing to hide"),
+    ("holdout-min-spot-fraction", same, lambda a, t: holdout(a, strategy="gene_folds", min_spot_fraction=1.5), ValueError, "`min_spot_fraction`"),
+    ("holdout-fold-range", same, lambda a, t: holdout(a, 0.25, strategy="gene_folds", fold=4), ValueError, "`fold` must be below"),
+    ("holdout-fold-negative", same, lambda a, t: holdout(a, strategy="gene_folds", fold=-1), ValueError, "`fold` must be >= 0"),
+    ("holdout-key-empty", same, lambda a, t: holdout(a, key_added=""), TypeError, "`key_added` must be a non-empty string"),
+    ("holdout-random-state", same, lambda a, t: holdout(a, random_state=-1), TypeError, "`random_state` must be a non-negative integer"),
+    ("holdout-random-state-str", same, lambda a, t: holdout(a, random_state="0"), TypeError, "`random_state`"),
+    # tl.evaluate
+    ("evaluate-empty", empty, lambda a, t: evaluate(a, "imputed"), ValueError, "is empty"),
+    ("evaluate-no-holdout", same, lambda a, t: evaluate(a, "imputed"), KeyError, r"`adata.uns\['holdout'\]` not found; run `st.pp.holdout"),
+    ("evaluate-wrong-key", held_out, lambda a, t: evaluate(a, "imputed", holdout_key="split"), KeyError, r"uns\['split'\]"),
+    ("evaluate-missing-layer", held_out, lambda a, t: evaluate(a, "imputd"), KeyError, r"`adata.layers\['imputd'\]` not found \(`layers`\)"),
+    ("evaluate-layers-type", held_out, lambda a, t: evaluate(a, 3), TypeError, "`layers` must be a layer name"),
+    ("evaluate-nan-prediction", held_out_nan, lambda a, t: evaluate(a, "imputed"), ValueError, "NaN or infinite values at hidden entries"),
+    ("evaluate-holdout-layer-gone", held_out_layers_missing, lambda a, t: evaluate(a, "imputed"), KeyError, r"holdout_test.*Run `st.pp.holdout"),
+    ("evaluate-spot-column-gone", held_out_spots_column_missing, lambda a, t: evaluate(a, "imputed"), KeyError, r"obs\['holdout_hidden_spot'\]"),
+    # get accessors
+    ("coords-missing-obsm", no_obsm, lambda a, t: st.get.spatial_coords(a), KeyError, r"`adata.obsm\['spatial'\]` not found"),
+    ("crops-missing-obsm", no_obsm, lambda a, t: st.get.spot_crops(a), KeyError, r"obsm\['spatial'\]"),
+    ("coords-bad-shape", bad_obsm_shape, lambda a, t: st.get.spatial_coords(a), ValueError, r"\(n_obs, 2\) array"),
+    ("coords-nan", nan_coords, lambda a, t: st.get.spot_crops(a), ValueError, "NaN or infinite coordinates"),
+    ("library-missing-uns", no_uns, lambda a, t: st.get.library_id(a), KeyError, r"`adata.uns\['spatial'\]` is missing or empty"),
+    ("library-empty-uns", empty_uns, lambda a, t: st.get.library_id(a), KeyError, r"`adata.uns\['spatial'\]` is missing or empty"),
+    ("image-missing-uns", no_uns, lambda a, t: st.get.image(a), KeyError, "missing or empty.*st.read_visium"),
+    ("crops-missing-uns", no_uns, lambda a, t: st.get.spot_crops(a), KeyError, "missing or empty"),
+    ("library-unknown", same, lambda a, t: st.get.library_id(a, "lib2"), KeyError, r"`library_id='lib2'` not found.*\['synthetic'\]"),
+    ("scalef-unknown-library", same, lambda a, t: st.get.scale_factor(a, "lib2"), KeyError, "not found"),
+    ("library-type", same, lambda a, t: st.get.library_id(a, 2), TypeError, "`library_id` must be a string"),
+    ("library-ambiguous", two_libraries, lambda a, t: st.get.library_id(a), ValueError, r"several libraries \['synthetic', 'other'\]"),
+    ("crops-ambiguous", two_libraries, lambda a, t: st.get.spot_crops(a), ValueError, "pass `library_id=`"),
+    ("img-key-unknown", same, lambda a, t: st.get.image(a, img_key="fullres"), KeyError, r"`img_key='fullres'` not found.*\['hires', 'lowres'\]"),
+    ("image-none", no_images, lambda a, t: st.get.image(a), KeyError, "no H&E image"),
+    ("scalef-missing", no_scalef, lambda a, t: st.get.scale_factor(a), KeyError, "tissue_hires_scalef.*scalefactors_json"),
+    ("scalef-negative", negative_scalef, lambda a, t: st.get.spot_crops(a), ValueError, "must be a positive number"),
+    ("diameter-missing", no_diameter, lambda a, t: st.get.spot_diameter(a), KeyError, "spot_diameter_fullres"),
+    ("crops-spot-scale-0", same, lambda a, t: st.get.spot_crops(a, spot_scale=0), ValueError, "`spot_scale` must be a positive number"),
+    ("crops-spot-scale-str", same, lambda a, t: st.get.spot_crops(a, spot_scale="big"), ValueError, "`spot_scale`"),
+    ("crops-unknown-spot", same, lambda a, t: st.get.spot_crops(a, obs_names=["nope"]), KeyError, r"not in `adata.obs_names`, e.g. \['nope'\]"),
+    ("coords-not-anndata", same, lambda a, t: st.get.spatial_coords(a.X), TypeError, "must be an AnnData"),
+    # st.read_visium
+    ("read-missing-folder", same, lambda a, t: st.read_visium(t / "nope"), FileNotFoundError, "Visium folder.*nope.*not found"),
+    ("read-empty-folder", same, lambda a, t: st.read_visium(t), FileNotFoundError, r"Count file.*filtered_feature_bc_matrix\.h5.*not found"),
+    ("read-path-type", same, lambda a, t: st.read_visium(None), TypeError, "`path` must be a folder path"),
+    ("read-library-type", same, lambda a, t: st.read_visium(t, library_id=""), TypeError, "`library_id`"),
+    # datasets
+    ("synthetic-few-spots", same, lambda a, t: st.datasets.synthetic_visium(5), ValueError, "`n_spots` must be >= 10, got 5"),
+    ("synthetic-float-spots", same, lambda a, t: st.datasets.synthetic_visium(10.5), TypeError, "`n_spots` must be an integer"),
+    ("synthetic-few-genes", same, lambda a, t: st.datasets.synthetic_visium(100, 3), ValueError, "`n_genes` must be >= 8"),
+    ("synthetic-domains", same, lambda a, t: st.datasets.synthetic_visium(n_domains=9), ValueError, "`n_domains` must be at most 5"),
+    ("synthetic-depth", same, lambda a, t: st.datasets.synthetic_visium(mean_depth=0), ValueError, "`mean_depth`"),
+    ("synthetic-seed", same, lambda a, t: st.datasets.synthetic_visium(random_state=-1), TypeError, "`random_state`"),
+    ("dlpfc-section", same, lambda a, t: st.datasets.dlpfc("151507"), ValueError, r"`section` must be one of \['151673', '151674'\]"),
+    # st.settings
+    ("settings-device", same, lambda a, t: setattr(st.settings, "device", "gpu"), ValueError, r"`settings\.device` must be 'auto'.*got 'gpu'"),
+    ("settings-device-index", same, lambda a, t: setattr(st.settings, "device", "cuda:a"), ValueError, r"`settings\.device`"),
+    ("settings-verbosity", same, lambda a, t: setattr(st.settings, "verbosity", 9), ValueError, r"`settings\.verbosity`"),
+    ("settings-verbosity-name", same, lambda a, t: setattr(st.settings, "verbosity", "loud"), ValueError, r"`settings\.verbosity`"),
+    ("settings-progress", same, lambda a, t: setattr(st.settings, "progress_bar", "no"), TypeError, r"`settings\.progress_bar`"),
+]  # fmt: skip
+
+
+def _dense(M) -> np.ndarray:
+    return M.toarray() if sparse.issparse(M) else np.asarray(M)
+
+
+def _nested_keys(mapping) -> dict:
+    return {k: sorted(v.keys()) if isinstance(v, dict) else None for k, v in mapping.items()}
+
+
+def _snapshot(adata: ad.AnnData) -> dict:
+    return {
+        "shape": adata.shape,
+        "X": _dense(adata.X).copy(),
+        "X_dtype": adata.X.dtype,
+        "layers": {k: _dense(v).copy() for k, v in adata.layers.items()},
+        "obs": list(adata.obs.columns),
+        "obsm": list(adata.obsm.keys()),
+        "uns": _nested_keys(adata.uns),
+        "settings": (st.settings.device, st.settings.verbosity, st.settings.progress_bar, st.settings.datadir),
+    }
+
+
+def test_table_ids_are_unique():
+    ids = [case[0] for case in CASES]
+    assert len(ids) == len(set(ids))
+
+
+@pytest.mark.parametrize(("setup", "call", "error", "match"), [pytest.param(*c[1:], id=c[0]) for c in CASES])
+def test_bad_input(synthetic, tmp_path, setup, call, error, match):
+    adata = setup(synthetic)
+    before = _snapshot(adata)
+    with pytest.raises(error, match=match):
+        call(adata, tmp_path)
+    after = _snapshot(adata)
+    assert after["shape"] == before["shape"]
+    np.testing.assert_array_equal(after["X"], before["X"])  # NaN-aware
+    assert after["X_dtype"] == before["X_dtype"]
+    assert list(after["layers"]) == list(before["layers"])
+    for key, value in before["layers"].items():
+        np.testing.assert_array_equal(after["layers"][key], value)
+    for key in ("obs", "obsm", "uns", "settings"):
+        assert after[key] == before[key], key

@@ -1,0 +1,218 @@
+"""st.tl.evaluate: scores on hidden entries, checked against numpy by hand."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import sparse, stats
+
+import stimpute as st
+from stimpute.tl._evaluate import BASELINE_GENE_MEAN, BASELINE_TRAIN, METRICS
+
+
+@pytest.fixture
+def tiny() -> ad.AnnData:
+    """40 spots x 6 genes of Poisson counts with a held-out half of the non-zero entries."""
+    rng = np.random.default_rng(11)
+    X = rng.poisson(rng.uniform(0.5, 6, size=(1, 6)), size=(40, 6)).astype(np.int32)
+    adata = ad.AnnData(sparse.csr_matrix(X))
+    adata.obs_names = [f"s{i}" for i in range(40)]
+    adata.var_names = [f"g{j}" for j in range(6)]
+    return adata
+
+
+def _r(a, b) -> float:
+    return np.corrcoef(a, b)[0, 1] if np.std(a) > 0 and np.std(b) > 0 else np.nan
+
+
+def _by_hand(truth, pred, cols, total, min_gene_entries):
+    lt, lp = np.log1p(truth), np.log1p(pred)
+    ct, cp = np.log2(1 + truth * 1e6 / total), np.log2(1 + pred * 1e6 / total)
+    gene_r = [
+        _r(lt[cols == j], lp[cols == j])
+        for j in np.unique(cols)
+        if (cols == j).sum() >= min_gene_entries and np.std(lt[cols == j]) > 0 and np.std(lp[cols == j]) > 0
+    ]
+    return {
+        "rmse_raw": np.sqrt(np.mean((pred - truth) ** 2)),
+        "mae_raw": np.mean(np.abs(pred - truth)),
+        "rmse_log1p": np.sqrt(np.mean((lp - lt) ** 2)),
+        "mae_log1p": np.mean(np.abs(lp - lt)),
+        "pearson_log1p": _r(lt, lp),
+        "spearman": stats.spearmanr(truth, pred).statistic if np.std(pred) > 0 else np.nan,
+        "median_gene_pearson": np.median(gene_r) if gene_r else np.nan,
+        "rmse_log2cpm": np.sqrt(np.mean((cp - ct) ** 2)),
+        "pearson_log2cpm": _r(ct, cp),
+        "n_hidden": truth.size,
+    }
+
+
+def _assert_row(row: pd.Series, expected: dict) -> None:
+    for metric in METRICS:
+        assert row[metric] == pytest.approx(expected[metric], rel=1e-9, abs=1e-12, nan_ok=True), metric
+
+
+# perfect imputations and baselines -------------------------------------------------------------------
+@pytest.mark.parametrize("strategy", ["entries", "gene_folds", "spots"])
+def test_perfect_imputation(synthetic, strategy):
+    st.pp.holdout(synthetic, 0.5, strategy=strategy, min_spot_fraction=0.2)
+    synthetic.layers["perfect"] = synthetic.X.copy()
+    synthetic.layers["perfect_dense"] = synthetic.X.toarray().astype(np.float32)
+    table = st.tl.evaluate(synthetic, ["perfect", "perfect_dense"])
+    assert list(table.index) == ["perfect", "perfect_dense", BASELINE_TRAIN, BASELINE_GENE_MEAN]
+    assert list(table.columns) == list(METRICS)
+    for name in ("perfect", "perfect_dense"):
+        row = table.loc[name]
+        for metric in ("rmse_raw", "mae_raw", "rmse_log1p", "mae_log1p", "rmse_log2cpm"):
+            assert row[metric] == 0
+        for metric in ("pearson_log1p", "spearman", "median_gene_pearson", "pearson_log2cpm"):
+            assert row[metric] == pytest.approx(1.0)
+    # the baselines are real, worse predictions
+    for baseline in (BASELINE_TRAIN, BASELINE_GENE_MEAN):
+        assert table.loc[baseline, "rmse_raw"] > 0.5
+    assert (table["n_hidden"] == table["n_hidden"].iloc[0]).all()
+    assert table["n_hidden"].dtype == np.int64
+
+
+def test_perfect_imputation_real_data(dlpfc):
+    adata = dlpfc[:, :500].copy()
+    st.pp.holdout(adata, 0.2, strategy="entries", random_state=0)
+    adata.layers["perfect"] = adata.X
+    table = st.tl.evaluate(adata, "perfect")
+    assert table.loc["perfect", "rmse_raw"] == 0 and table.loc["perfect", "pearson_log1p"] == pytest.approx(1)
+    assert table.loc["perfect", "n_hidden"] == adata.layers["holdout_test"].nnz
+    # on real counts the gene mean beats predicting the zeros of the training layer
+    assert table.loc[BASELINE_GENE_MEAN, "rmse_raw"] < table.loc[BASELINE_TRAIN, "rmse_raw"]
+    assert np.isnan(table.loc[BASELINE_TRAIN, "pearson_log1p"])  # constant zero prediction
+
+
+def test_baselines_optional(synthetic):
+    st.pp.holdout(synthetic, 0.5)
+    synthetic.layers["a"] = synthetic.X.copy()
+    table = st.tl.evaluate(synthetic, "a", baselines=False)
+    assert list(table.index) == ["a"]
+
+
+# metrics by hand -------------------------------------------------------------------------------------------
+def test_metrics_match_numpy_by_hand(tiny):
+    st.pp.holdout(tiny, 0.5, strategy="entries", random_state=0)
+    rng = np.random.default_rng(1)
+    X = tiny.X.toarray().astype(np.float64)
+    imputed = np.clip(X + rng.normal(0, 1.5, size=X.shape), 0, None)
+    tiny.layers["imputed"] = imputed
+    table = st.tl.evaluate(tiny, "imputed", min_gene_entries=3)
+
+    test = tiny.layers["holdout_test"].toarray()
+    train = tiny.layers["holdout_train"].toarray()
+    rows, cols = np.nonzero(test)
+    truth, total = test[rows, cols], X.sum(axis=1)[rows]
+    _assert_row(table.loc["imputed"], _by_hand(truth, imputed[rows, cols], cols, total, 3))
+    _assert_row(table.loc[BASELINE_TRAIN], _by_hand(truth, train[rows, cols], cols, total, 3))
+    gene_mean = np.array([train[:, j][train[:, j] > 0].mean() for j in range(X.shape[1])])
+    _assert_row(table.loc[BASELINE_GENE_MEAN], _by_hand(truth, gene_mean[cols], cols, total, 3))
+
+
+def test_negative_predictions_clipped(tiny):
+    st.pp.holdout(tiny, 0.5)
+    tiny.layers["neg"] = -np.ones(tiny.shape)
+    tiny.layers["zero"] = np.zeros(tiny.shape)
+    table = st.tl.evaluate(tiny, ["neg", "zero"], baselines=False)
+    pd.testing.assert_series_equal(table.loc["neg"], table.loc["zero"], check_names=False)
+
+
+def test_min_gene_entries(tiny):
+    st.pp.holdout(tiny, 0.5)
+    tiny.layers["a"] = tiny.X.toarray() + 1.0
+    assert np.isnan(st.tl.evaluate(tiny, "a", min_gene_entries=1000).loc["a", "median_gene_pearson"])
+    assert np.isfinite(st.tl.evaluate(tiny, "a", min_gene_entries=3).loc["a", "median_gene_pearson"])
+
+
+# thinning and spots --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("fraction", [0.2, 0.5])
+def test_thinning_rescaling(tiny, fraction):
+    st.pp.holdout(tiny, fraction, strategy="thinning", random_state=0)
+    test = tiny.layers["holdout_test"].toarray().astype(np.float64)
+    train = tiny.layers["holdout_train"].toarray().astype(np.float64)
+    scale = fraction / (1 - fraction)
+    # a layer at the training depth that is exactly the test counts once rescaled
+    tiny.layers["oracle"] = test / scale
+    tiny.layers["counts"] = tiny.X.toarray().astype(np.float64)
+    table = st.tl.evaluate(tiny, ["oracle", "counts"], min_gene_entries=3)
+    assert table.loc["oracle", "rmse_raw"] == pytest.approx(0, abs=1e-9)
+    assert table.loc["oracle", "pearson_log1p"] == pytest.approx(1)
+    # every entry is scored, zeros included; predictions are multiplied by fraction / (1 - fraction)
+    assert table.loc["oracle", "n_hidden"] == tiny.n_obs * tiny.n_vars
+    rows, cols = np.divmod(np.arange(tiny.n_obs * tiny.n_vars), tiny.n_vars)
+    truth, total = test[rows, cols], (train + test).sum(axis=1)[rows]
+    counts = tiny.layers["counts"]
+    _assert_row(table.loc["counts"], _by_hand(truth, counts[rows, cols] * scale, cols, total, 3))
+    _assert_row(table.loc[BASELINE_TRAIN], _by_hand(truth, train[rows, cols] * scale, cols, total, 3))
+
+
+def test_spots_scores_zeros_of_hidden_spots(synthetic):
+    st.pp.holdout(synthetic, 0.25, strategy="spots", random_state=0)
+    hidden = synthetic.obs["holdout_hidden_spot"].to_numpy()
+    X = synthetic.X.toarray().astype(np.float64)
+    synthetic.layers["perfect"] = X.copy()
+    # one wrong value on a zero of a hidden spot, one on a spot that is not hidden
+    i = np.flatnonzero(hidden)[0]
+    j = np.flatnonzero(X[i] == 0)[0]
+    k = np.flatnonzero(~hidden)[0]
+    wrong = X.copy()
+    wrong[i, j] = 5.0
+    wrong[k, 0] += 100.0
+    synthetic.layers["wrong"] = wrong
+    table = st.tl.evaluate(synthetic, ["perfect", "wrong"])
+    n = int(hidden.sum()) * synthetic.n_vars
+    assert table.loc["perfect", "n_hidden"] == n
+    assert table.loc["perfect", "rmse_raw"] == 0
+    assert table.loc["wrong", "rmse_raw"] == pytest.approx(np.sqrt(25 / n))
+    assert table.loc["wrong", "mae_raw"] == pytest.approx(5 / n)
+    # the training-layer baseline of a hidden spot is all zeros
+    truth = X[hidden]
+    assert table.loc[BASELINE_TRAIN, "rmse_raw"] == pytest.approx(np.sqrt(np.mean(truth**2)))
+
+
+# storage -------------------------------------------------------------------------------------------------
+def test_scores_stored_merged_and_roundtrip(synthetic, tmp_path):
+    st.pp.holdout(synthetic, 0.5, random_state=0)
+    X_before = synthetic.X.copy()
+    synthetic.layers["a"] = synthetic.X.toarray() + 1.0
+    synthetic.layers["b"] = synthetic.X.toarray() * 0.5
+    first = st.tl.evaluate(synthetic, "a")
+    second = st.tl.evaluate(synthetic, "b")
+    assert list(second.index) == ["b", BASELINE_TRAIN, BASELINE_GENE_MEAN]  # returns this call's rows only
+    stored = synthetic.uns["holdout"]["scores"]
+    assert isinstance(stored, pd.DataFrame)
+    assert sorted(stored.index) == sorted(["a", "b", BASELINE_TRAIN, BASELINE_GENE_MEAN])
+    assert stored.index.is_unique
+    pd.testing.assert_series_equal(stored.loc["a"], first.loc["a"])
+    pd.testing.assert_series_equal(stored.loc["b"], second.loc["b"])
+    # a repeated layer replaces its row
+    synthetic.layers["a"] = synthetic.X.copy()
+    st.tl.evaluate(synthetic, "a")
+    stored = synthetic.uns["holdout"]["scores"]
+    assert stored.index.is_unique and len(stored) == 4
+    assert stored.loc["a", "rmse_raw"] == 0
+    assert (synthetic.X != X_before).nnz == 0  # X is never changed
+
+    path = tmp_path / "scores.h5ad"
+    synthetic.write_h5ad(path)
+    back = ad.read_h5ad(path)
+    pd.testing.assert_frame_equal(back.uns["holdout"]["scores"], stored)
+    # evaluating the read-back object keeps merging into the stored table
+    back.layers["c"] = back.X.toarray() * 2.0
+    st.tl.evaluate(back, "c")
+    assert sorted(back.uns["holdout"]["scores"].index) == sorted(["a", "b", "c", BASELINE_TRAIN, BASELINE_GENE_MEAN])
+
+
+def test_custom_holdout_key(synthetic):
+    st.pp.holdout(synthetic, 0.3, key_added="ho")
+    synthetic.layers["p"] = synthetic.X.copy()
+    table = st.tl.evaluate(synthetic, "p", holdout_key="ho")
+    assert table.loc["p", "rmse_raw"] == 0
+    assert "scores" in synthetic.uns["ho"]
+    with pytest.raises(KeyError, match=r"uns\['holdout'\].*st\.pp\.holdout"):
+        st.tl.evaluate(synthetic, "p")

@@ -1,0 +1,177 @@
+"""Package structure: lazy torch, namespaces, the signature convention and st.settings."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import stimpute as st
+
+NAMESPACES = {"st": st, "pp": st.pp, "tl": st.tl, "pl": st.pl, "get": st.get, "datasets": st.datasets}
+CONVENTION_NAMESPACES = ("pp", "tl", "pl", "get", "datasets")
+
+
+def _public_functions(include_top: bool = False):
+    names = CONVENTION_NAMESPACES + (("st",) if include_top else ())
+    for ns_name in names:
+        ns = NAMESPACES[ns_name]
+        for name in ns.__all__:
+            obj = getattr(ns, name)
+            if inspect.isfunction(obj):
+                yield f"{ns_name}.{name}", obj
+
+
+ALL_FUNCTIONS = dict(_public_functions(include_top=True))
+CONVENTION_FUNCTIONS = dict(_public_functions())
+
+
+def test_import_does_not_import_torch():
+    code = (
+        "import sys; import stimpute as st; st.datasets.synthetic_visium(n_spots=20, n_genes=10); "
+        "heavy = [m for m in ('torch', 'torchvision', 'lightning') if m in sys.modules]; "
+        "assert not heavy, heavy; print('ok')"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+def test_no_module_level_torch_import_outside_model():
+    """Torch may be imported only inside functions, and at module level only in ``stimpute._model``."""
+    src = Path(st.__file__).parent
+    offenders = []
+    for path in src.rglob("*.py"):
+        if "_model" in path.relative_to(src).parts:
+            continue
+        for line in path.read_text().splitlines():
+            if line.startswith(("import torch", "from torch")):
+                offenders.append(f"{path.relative_to(src)}: {line}")
+    assert not offenders
+
+
+@pytest.mark.parametrize("ns_name", list(NAMESPACES))
+def test_all_resolves(ns_name):
+    ns = NAMESPACES[ns_name]
+    assert isinstance(ns.__all__, list | tuple)
+    assert len(set(ns.__all__)) == len(ns.__all__), "duplicates in __all__"
+    for name in ns.__all__:
+        assert hasattr(ns, name), f"{ns_name}.__all__ lists {name!r}, which does not exist"
+
+
+def test_top_level_api():
+    for name in ("pp", "tl", "pl", "get", "datasets", "settings", "read_visium"):
+        assert name in st.__all__
+    assert isinstance(st.__version__, str) and st.__version__
+    assert callable(st.read_visium)
+    for name in ("dlpfc", "her2st", "mouse_olfactory_bulb", "mouse_placenta", "synthetic_visium"):
+        assert name in st.datasets.__all__
+
+
+def test_there_are_functions_to_check():
+    for name in ("pp.holdout", "tl.evaluate", "get.spot_crops", "datasets.synthetic_visium", "datasets.dlpfc"):
+        assert name in CONVENTION_FUNCTIONS
+
+
+@pytest.mark.parametrize("name", sorted(ALL_FUNCTIONS))
+def test_signature_convention(name):
+    func = ALL_FUNCTIONS[name]
+    params = list(inspect.signature(func).parameters.values())
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    assert len(positional) <= 3, f"{name} has {len(positional)} positional parameters; make the rest keyword-only"
+    assert not any(p.kind == p.VAR_POSITIONAL for p in params), f"{name} takes *args"
+    names = [p.name for p in params]
+    if "adata" in names:
+        assert names[0] == "adata", f"{name}: `adata` must be the first parameter"
+    if params and "AnnData" in str(params[0].annotation) and not str(params[0].annotation).startswith("Sequence"):
+        assert names[0] == "adata", f"{name}: the first AnnData parameter must be called `adata`"
+    if "copy" in names:
+        copy = params[names.index("copy")]
+        assert copy.kind == copy.KEYWORD_ONLY, f"{name}: `copy` must be keyword-only"
+        assert copy.default is False, f"{name}: `copy` must default to False"
+    for p in params:
+        if p.name in ("random_state", "key_added", "layer", "library_id", "img_key", "device", "progress"):
+            assert p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD), f"{name}: {p.name}"
+
+
+@pytest.mark.parametrize("name", sorted(ALL_FUNCTIONS))
+def test_numpydoc_docstring(name):
+    doc = inspect.getdoc(ALL_FUNCTIONS[name]) or ""
+    assert doc, f"{name} has no docstring"
+    for section in ("Returns", "Examples"):
+        assert f"{section}\n--" in doc, f"{name}: docstring lacks a {section} section"
+    params = [p for p in inspect.signature(ALL_FUNCTIONS[name]).parameters if p not in ("self",)]
+    if params:
+        assert "Parameters\n--" in doc, f"{name}: docstring lacks a Parameters section"
+        for p in params:
+            assert p in doc, f"{name}: parameter {p!r} is not documented"
+
+
+# settings ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("bad", ["gpu", "cuda:", "cuda:x", "CUDA", "cpu ", "", 0, None, "cuda:-1"])
+def test_settings_bad_device(bad):
+    before = st.settings.device
+    with pytest.raises(ValueError, match=r"`settings\.device`"):
+        st.settings.device = bad
+    assert st.settings.device == before
+
+
+@pytest.mark.parametrize("good", ["auto", "cpu", "cuda", "cuda:1", "mps"])
+def test_settings_good_device(good):
+    st.settings.device = good  # validated by name only, no torch import
+    assert st.settings.device == good
+
+
+def test_settings_verbosity_and_progress():
+    logger = logging.getLogger("stimpute")
+    st.settings.verbosity = "debug"
+    assert st.settings.verbosity == 3 and logger.level == logging.DEBUG
+    st.settings.verbosity = 0
+    assert logger.level == logging.ERROR
+    for bad in (4, -1, "loud", True, 1.5):
+        with pytest.raises(ValueError, match=r"`settings\.verbosity`"):
+            st.settings.verbosity = bad
+        assert st.settings.verbosity == 0
+    st.settings.progress_bar = True
+    with pytest.raises(TypeError, match=r"`settings\.progress_bar`"):
+        st.settings.progress_bar = "yes"
+    assert st.settings.progress_bar is True
+    assert "device=" in repr(st.settings)
+
+
+def test_settings_datadir(monkeypatch, tmp_path):
+    old = st.settings._datadir
+    try:
+        st.settings.datadir = None
+        monkeypatch.setenv("STIMPUTE_DATA", str(tmp_path))
+        assert st.settings.datadir == tmp_path
+        monkeypatch.delenv("STIMPUTE_DATA")
+        assert st.settings.datadir == Path("..") / "shared" / "data"
+        st.settings.datadir = str(tmp_path / "x")
+        assert st.settings.datadir == tmp_path / "x"
+    finally:
+        st.settings._datadir = old
+
+
+def test_dataset_loader_missing_file_message(tmp_path):
+    old = st.settings._datadir
+    try:
+        st.settings.datadir = tmp_path
+        for loader, folder in [
+            (st.datasets.dlpfc, "dlpfc_151673"),
+            (st.datasets.her2st, "her2st_C2"),
+            (st.datasets.mouse_olfactory_bulb, "mob_st"),
+            (st.datasets.mouse_placenta, "mouse_placenta_cytassist"),
+        ]:
+            with pytest.raises(FileNotFoundError, match=rf"{tmp_path}/{folder}/.*st\.settings\.datadir.*STIMPUTE_DATA"):
+                loader()
+        with pytest.raises(ValueError, match=r"`section` must be one of \['151673', '151674'\]"):
+            st.datasets.dlpfc("151675")
+        with pytest.raises(ValueError, match=r"`section` must be one of \['C2', 'C3'\]"):
+            st.datasets.her2st("C1")
+    finally:
+        st.settings._datadir = old

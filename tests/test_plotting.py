@@ -1,0 +1,309 @@
+"""Tests of ``st.pl``: image comparisons on small synthetic data, behaviour, bad input, a DLPFC smoke test.
+
+Baselines live in ``tests/_images/<name>/expected.png`` (dpi 40). To regenerate them after an intended
+change, run ``STIMPUTE_UPDATE_IMAGES=1 pytest tests/test_plotting.py`` and look at every new image.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import anndata as ad
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.collections import EllipseCollection
+from matplotlib.figure import Figure
+from matplotlib.testing.compare import compare_images
+from scipy import sparse
+from sklearn.neighbors import NearestNeighbors
+
+import stimpute as st
+
+IMAGES = Path(__file__).parent / "_images"
+DPI = 40
+TOL = 5  # RMS on 0-255; baselines are exact on the same matplotlib (moving one dashed line gives ~6)
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    with plt.rc_context({"font.family": "DejaVu Sans", "font.size": 10, "figure.dpi": 100}):
+        yield
+    plt.close("all")
+
+
+def check_image(fig: Figure, name: str, tmp_path: Path) -> None:
+    """Compare ``fig`` (saved at dpi 40) with ``_images/<name>/expected.png``."""
+    expected = IMAGES / name / "expected.png"
+    actual = tmp_path / name / "actual.png"
+    actual.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(actual, dpi=DPI)
+    if os.environ.get("STIMPUTE_UPDATE_IMAGES"):
+        expected.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(actual, expected)
+    assert expected.exists(), f"no baseline {expected}; run with STIMPUTE_UPDATE_IMAGES=1 and check the image"
+    result = compare_images(str(expected), str(actual), tol=TOL)
+    assert result is None, result
+
+
+def _smoothed(adata: ad.AnnData, layer: str, k: int = 7) -> np.ndarray:
+    xy = st.get.spatial_coords(adata)
+    idx = NearestNeighbors(n_neighbors=k).fit(xy).kneighbors(xy, return_distance=False)
+    n = adata.n_obs
+    W = sparse.csr_matrix((np.full(idx.size, 1.0 / k), idx.ravel(), np.arange(0, idx.size + 1, k)), shape=(n, n))
+    return np.asarray((W @ adata.layers[layer]).toarray(), dtype=np.float32)
+
+
+@pytest.fixture
+def syn() -> ad.AnnData:
+    adata = st.datasets.synthetic_visium(n_spots=150, n_genes=40, random_state=0)
+    st.pp.holdout(adata, fraction=0.5, random_state=0)
+    adata.layers["smoothed"] = _smoothed(adata, "holdout_train")
+    return adata
+
+
+@pytest.fixture
+def clustered(syn) -> ad.AnnData:
+    """Hand-made stored clusters (no clustering run): the domains, and the domains with flipped spots."""
+    rng = np.random.default_rng(0)
+    codes = syn.obs["domain"].cat.codes.to_numpy()
+    noisy = codes.copy()
+    flip = rng.random(codes.size) < 0.25
+    noisy[flip] = rng.integers(0, 5, flip.sum())  # id 4 exists only in this layer
+    syn.obs["clusters_X"] = pd.Categorical(codes.astype(str), categories=["0", "1", "2", "3"])
+    syn.obs["clusters_smoothed"] = pd.Categorical(noisy.astype(str), categories=["0", "1", "2", "3", "4"])
+    scores = pd.DataFrame(
+        {
+            "ari_reference": [1.0, 0.567],
+            "nmi_reference": [1.0, 0.6],
+            "ari_labels": [0.912, 0.345],
+            "nmi_labels": [0.9, 0.4],
+            "n_clusters": [4, 5],
+            "resolution": [1.0, 1.0],
+        },
+        index=pd.Index(["X", "smoothed"], name="layer"),
+    )
+    syn.uns["clusters"] = {
+        "params": {"layers": ["X", "smoothed"], "reference": "X", "labels_key": "domain", "method": "leiden"},
+        "scores": scores,
+    }
+    return syn
+
+
+@pytest.fixture
+def trained(syn) -> ad.AnnData:
+    epoch = np.arange(25)
+    syn.uns["imputed_multimodal"] = {
+        "history": {
+            "epoch": epoch,
+            "train_loss": 2.0 * np.exp(-epoch / 6) + 1.0,
+            "val_loss": 2.0 * np.exp(-epoch / 6) + 1.2 + 0.004 * (epoch - 15).clip(0) ** 2,
+        },
+        "best_epoch": 15,
+    }
+    return syn
+
+
+# ---- image comparisons ------------------------------------------------------------------------
+
+
+def test_compare_clusters_image(clustered, tmp_path):
+    fig = st.pl.compare_clusters(clustered, return_fig=True)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == ["X\nARI 0.91 vs domain", "smoothed\nARI 0.34 vs domain", "domain\n(known labels)"]
+    check_image(fig, "compare_clusters", tmp_path)
+
+
+def test_compare_clusters_no_image(clustered, tmp_path):
+    del clustered.uns["spatial"]
+    fig = st.pl.compare_clusters(clustered, ncols=2, return_fig=True)
+    assert len(fig.axes) == 3
+    assert not any(ax.get_images() for ax in fig.axes)
+    check_image(fig, "compare_clusters_no_image", tmp_path)
+
+
+def test_holdout_image(syn, tmp_path):
+    fig = st.pl.holdout(syn, ["holdout_train", "smoothed"], return_fig=True)
+    check_image(fig, "holdout", tmp_path)
+
+
+def test_genes_image(syn, tmp_path):
+    fig = st.pl.genes(syn, ["gene_0003", "gene_0010"], ["X", "holdout_train", "smoothed"], return_fig=True)
+    check_image(fig, "genes", tmp_path)
+
+
+def test_history_image(trained, tmp_path):
+    fig = st.pl.history(trained, "imputed_multimodal", return_fig=True)
+    check_image(fig, "history", tmp_path)
+
+
+def test_image_check_detects_small_changes(trained, tmp_path):
+    trained.uns["imputed_multimodal"]["best_epoch"] = 10
+    fig = st.pl.history(trained, "imputed_multimodal", return_fig=True)
+    fig.savefig(tmp_path / "moved.png", dpi=DPI)
+    # the baseline check must notice a dashed line moved by five epochs
+    assert compare_images(str(IMAGES / "history" / "expected.png"), str(tmp_path / "moved.png"), tol=TOL) is not None
+
+
+# ---- behaviour --------------------------------------------------------------------------------
+
+
+def test_compare_clusters_colours_follow_ids(clustered):
+    axes = st.pl.compare_clusters(clustered, show=False)
+    assert isinstance(axes, list) and len(axes) == 3
+    x_colors = axes[0].collections[0].get_facecolors()
+    sm_colors = axes[1].collections[0].get_facecolors()
+    same_id = (clustered.obs["clusters_X"].astype(str) == clustered.obs["clusters_smoothed"].astype(str)).to_numpy()
+    np.testing.assert_allclose(x_colors[same_id], sm_colors[same_id])
+    assert not np.allclose(x_colors[~same_id], sm_colors[~same_id])
+    # the labels panel reuses the matched cluster colours (the hand-made X clusters are the domains)
+    np.testing.assert_allclose(axes[2].collections[0].get_facecolors(), x_colors)
+    # an image is drawn and the view is cropped to the spots
+    assert axes[0].get_images()
+    img_h, img_w = st.get.image(clustered).shape[:2]
+    x0, x1 = axes[0].get_xlim()
+    assert 0 <= x0 and x1 - x0 < img_w
+
+
+def test_compare_clusters_uses_stored_results(clustered, monkeypatch):
+    def boom(*args, **kwargs):
+        raise AssertionError("recomputed stored clusters")
+
+    monkeypatch.setattr(st.tl, "compare_clusters", boom)
+    fig = st.pl.compare_clusters(clustered, ["smoothed"], return_fig=True)
+    assert len(fig.axes) == 2  # the layer and the labels
+
+
+def test_compare_clusters_computes_when_missing(syn):
+    assert "clusters" not in syn.uns
+    fig = st.pl.compare_clusters(syn, ["X", "smoothed"], labels_key="domain", return_fig=True)
+    scores = syn.uns["clusters"]["scores"]
+    assert list(scores.index) == ["X", "smoothed"]
+    assert {"clusters_X", "clusters_smoothed"} <= set(syn.obs)
+    assert fig.axes[1].get_title() == f"smoothed\nARI {scores.loc['smoothed', 'ari_labels']:.2f} vs domain"
+    assert fig.axes[2].get_title().startswith("domain")
+
+
+def test_ax_and_show(clustered, trained):
+    # the stored labels_key adds a labels panel: one layer needs two Axes
+    fig, axes = plt.subplots(1, 2)
+    out = st.pl.compare_clusters(clustered, ["X"], ax=axes, show=False)
+    assert out == list(axes)
+    assert st.pl.history(trained, "imputed_multimodal", show=True) is None  # Agg: shown quietly
+    fig, ax = plt.subplots()
+    assert st.pl.history(trained, "imputed_multimodal", ax=ax, show=False) is ax
+    assert st.pl.history(trained, "imputed_multimodal", ax=ax, return_fig=True) is fig
+
+
+def test_history_without_validation_or_best(syn):
+    syn.uns["m"] = {"history": {"epoch": [0, 1, 2], "train_loss": [3.0, 2.0, 1.0]}, "best_epoch": -1}
+    ax = st.pl.history(syn, "m", show=False, logy=True)
+    assert [line.get_label() for line in ax.get_lines()] == ["training"]
+    np.testing.assert_array_equal(ax.get_lines()[0].get_ydata(), [3.0, 2.0, 1.0])
+    assert ax.get_yscale() == "log"
+
+
+def test_history_after_h5ad_round_trip(trained, tmp_path):
+    trained.write_h5ad(tmp_path / "a.h5ad")
+    back = ad.read_h5ad(tmp_path / "a.h5ad")
+    ax = st.pl.history(back, "imputed_multimodal", show=False)
+    assert ax.get_lines()[2].get_label() == "best epoch (15)"
+
+
+def test_holdout_uses_stored_scores(syn):
+    st.tl.evaluate(syn, ["smoothed"])
+    syn.uns["holdout"]["scores"].loc["smoothed", ["rmse_log1p", "pearson_log1p"]] = [0.123, 0.456]
+    ax = st.pl.holdout(syn, "smoothed", show=False)
+    assert ax.get_title() == "smoothed\nRMSE 0.123, Pearson 0.456"
+    # not stored: computed with evaluate's definitions
+    scores = st.tl.evaluate(syn, ["holdout_train"], baselines=False)
+    del syn.uns["holdout"]["scores"]
+    ax = st.pl.holdout(syn, "holdout_train", show=False)
+    assert ax.get_title().startswith(f"holdout_train\nRMSE {scores.loc['holdout_train', 'rmse_log1p']:.3f}")
+    assert "scores" not in syn.uns["holdout"]
+
+
+def test_genes_shared_scale_per_gene(syn):
+    fig = st.pl.genes(syn, ["gene_0003", "gene_0010"], ["X", "smoothed"], return_fig=True)
+    spot_axes = [ax for ax in fig.axes if ax.collections and isinstance(ax.collections[0], EllipseCollection)]
+    assert len(spot_axes) == 4
+    colls = [ax.collections[0] for ax in spot_axes[:4]]
+    assert colls[0].norm is colls[1].norm and colls[2].norm is colls[3].norm
+    assert colls[0].norm is not colls[2].norm
+    assert colls[0].norm.vmin == 0
+    j = list(syn.var_names).index("gene_0003")
+    np.testing.assert_allclose(colls[0].get_array(), np.log1p(syn.X[:, j].toarray().ravel()))
+
+
+# ---- bad input --------------------------------------------------------------------------------
+
+
+def _state(adata):
+    return sorted(adata.obs.columns), sorted(adata.uns.keys()), sorted(adata.layers.keys())
+
+
+def test_bad_input(clustered, trained):
+    before = _state(clustered)
+    with pytest.raises(KeyError, match="imputed_nope"):
+        st.pl.compare_clusters(clustered, ["X", "imputed_nope"], show=False)
+    with pytest.raises(KeyError, match="layer_guess"):
+        st.pl.compare_clusters(clustered, labels_key="layer_guess", show=False)
+    with pytest.raises(KeyError, match="img_key='highres'"):
+        st.pl.compare_clusters(clustered, img_key="highres", show=False)
+    with pytest.raises(ValueError, match="list of 2 Axes"):
+        st.pl.compare_clusters(clustered, ["X"], ax=plt.subplots()[1], show=False)
+    with pytest.raises(KeyError, match="NOPE"):
+        st.pl.genes(clustered, ["gene_0001", "NOPE"], show=False)
+    with pytest.raises(KeyError, match="imputed_nope"):
+        st.pl.genes(clustered, "gene_0001", ["imputed_nope"], show=False)
+    with pytest.raises(KeyError, match="imputed_nope"):
+        st.pl.holdout(clustered, ["imputed_nope"], show=False)
+    with pytest.raises(KeyError, match="'hold'"):
+        st.pl.holdout(clustered, ["smoothed"], holdout_key="hold", show=False)
+    with pytest.raises(KeyError, match="no_model"):
+        st.pl.history(trained, "no_model", show=False)
+    assert _state(clustered) == before
+
+    no_xy = clustered.copy()
+    del no_xy.obsm["spatial"]
+    with pytest.raises(KeyError, match=r"obsm\['spatial'\]"):
+        st.pl.compare_clusters(no_xy, show=False)
+    with pytest.raises(KeyError, match=r"obsm\['spatial'\]"):
+        st.pl.genes(no_xy, "gene_0001", show=False)
+
+    trained.uns["short"] = {"history": {"epoch": [0, 1, 2], "train_loss": [1.0, 0.5]}}
+    with pytest.raises(ValueError, match="equal length"):
+        st.pl.history(trained, "short", show=False)
+    trained.uns["no_hist"] = {"params": {"a": 1}}
+    with pytest.raises(KeyError, match=r"\['history'\]"):
+        st.pl.history(trained, "no_hist", show=False)
+
+
+# ---- real data --------------------------------------------------------------------------------
+
+
+def test_dlpfc_compare_clusters_figure(dlpfc, tmp_path):
+    totals = np.asarray(dlpfc.X.sum(axis=0)).ravel()
+    adata = dlpfc[:, np.sort(np.argsort(-totals)[:1500])].copy()
+    st.pp.holdout(adata, fraction=0.5, random_state=0)
+    adata.layers["smoothed"] = _smoothed(adata, "holdout_train")
+    st.tl.compare_clusters(adata, ("X", "holdout_train", "smoothed"), labels_key="label", n_clusters=7)
+    fig = st.pl.compare_clusters(adata, return_fig=True)
+    fig.savefig(tmp_path / "dlpfc_compare.png", dpi=60)
+    scores = adata.uns["clusters"]["scores"]
+    titles = [ax.get_title() for ax in fig.axes]
+    for layer, title in zip(["X", "holdout_train", "smoothed"], titles, strict=False):
+        assert title == f"{layer}\nARI {scores.loc[layer, 'ari_labels']:.2f} vs label"
+    assert titles[3] == "label\n(known labels)"
+    # the lowres image is drawn, cropped to the tissue
+    assert all(ax.get_images() for ax in fig.axes[:4])
+    assert fig.axes[0].get_xlim()[1] - fig.axes[0].get_xlim()[0] < 600
+
+    st.tl.evaluate(adata, ["smoothed"])
+    ax = st.pl.holdout(adata, "smoothed", show=False)
+    assert f"{adata.uns['holdout']['scores'].loc['smoothed', 'rmse_log1p']:.3f}" in ax.get_title()
+    fig = st.pl.genes(adata, ["MBP", "PCP4"], ["X", "holdout_train", "smoothed"], return_fig=True)
+    assert sum(1 for a in fig.axes if a.collections and isinstance(a.collections[0], EllipseCollection)) == 6
