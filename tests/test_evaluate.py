@@ -216,3 +216,24 @@ def test_custom_holdout_key(synthetic):
     assert "scores" in synthetic.uns["ho"]
     with pytest.raises(KeyError, match=r"uns\['holdout'\].*st\.pp\.holdout"):
         st.tl.evaluate(synthetic, "p")
+
+
+@pytest.mark.parametrize("strategy", ["entries", "thinning", "spots"])
+def test_gene_mean_baseline_matches_its_definition(synthetic, strategy):
+    """Non-zero mean for entry holdouts; mean over all observed spots where zeros are scored too."""
+    st.pp.holdout(synthetic, 0.5, strategy=strategy, random_state=1)
+    train = synthetic.layers["holdout_train"].toarray().astype(float)
+    if strategy == "entries":
+        expected = np.nanmean(np.where(train > 0, train, np.nan), axis=0)
+    elif strategy == "thinning":
+        expected = train.mean(axis=0)  # then rescaled by fraction / (1 - fraction) = 1
+    else:
+        seen = ~synthetic.obs["holdout_hidden_spot"].to_numpy()
+        expected = train[seen].mean(axis=0)
+    synthetic.layers["gene_mean"] = np.tile(expected, (synthetic.n_obs, 1)).astype(np.float32)
+    table = st.tl.evaluate(synthetic, "gene_mean")
+    np.testing.assert_allclose(
+        table.loc["gene_mean", ["rmse_raw", "rmse_log1p"]].to_numpy(float),
+        table.loc[BASELINE_GENE_MEAN, ["rmse_raw", "rmse_log1p"]].to_numpy(float),
+        rtol=1e-5,
+    )
