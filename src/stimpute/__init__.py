@@ -8,7 +8,7 @@ evaluate, compare clusters), ``st.pl`` (plots), ``st.get`` (spatial accessors), 
 from importlib.metadata import PackageNotFoundError, version
 
 from . import datasets, get, pl, pp, tl
-# from ._io import read_visium  (added by the reader work)
+from ._io import read_visium
 from ._settings import settings
 
 try:
@@ -16,4 +16,4 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree without installation
     __version__ = "0.0.0"
 
-__all__ = ["datasets", "get", "pl", "pp", "settings", "tl", "__version__"]
+__all__ = ["datasets", "get", "pl", "pp", "read_visium", "settings", "tl", "__version__"]

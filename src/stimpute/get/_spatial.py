@@ -270,7 +270,7 @@ def source_image_path(adata: AnnData, library_id: str | None = None) -> str | No
     --------
     >>> import stimpute as st
     >>> adata = st.datasets.synthetic_visium(n_spots=100, n_genes=20)
-    >>> st.get._spatial.source_image_path(adata) is None
+    >>> st.get.source_image_path(adata) is None
     True
     """
     _, entry = _library(adata, library_id)

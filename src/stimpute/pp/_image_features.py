@@ -1,0 +1,278 @@
+"""``st.pp.image_features``: per-spot features of the H&E image around each spot."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from anndata import AnnData
+
+from .. import _logging as logg
+from .._constants import IMAGE_FEATURES_KEY
+from .._settings import check_device_name, settings
+from .._validate import check_adata, check_key_string, check_positive_int, check_random_state
+
+__all__ = ["image_features"]
+
+HANDCRAFTED = "handcrafted"
+#: Default input side (pixels) of the handcrafted encoder's tiles.
+HANDCRAFTED_INPUT_SIDE = 64
+
+
+def image_features(
+    adata: AnnData,
+    *,
+    encoder: str = HANDCRAFTED,
+    weights: str | os.PathLike | None = None,
+    img_key: str | None = None,
+    source_image: str | os.PathLike | np.ndarray | None = None,
+    library_id: str | None = None,
+    tile_scale: float = 1.0,
+    tile_size: int | None = None,
+    n_comps: int | None = 30,
+    device: str | None = None,
+    batch_size: int = 128,
+    progress: bool | None = None,
+    key_added: str = IMAGE_FEATURES_KEY,
+    random_state: int | None = 0,
+    copy: bool = False,
+) -> AnnData | None:
+    """Describe the H&E image around every spot with a feature vector.
+
+    A square tile covering ``tile_scale`` spot diameters is cut around each spot from the
+    highest-resolution image available, resized to the encoder's input, and encoded. The features
+    are standardised and reduced with PCA.
+
+    **Image.** In order of preference: ``source_image`` (a full-resolution image file, whose pixels
+    are those of ``adata.obsm['spatial']``); else, when ``img_key`` is None, the file recorded in
+    ``adata.uns['spatial'][library_id]['metadata']['source_image_path']`` (set by
+    :func:`stimpute.read_visium` and the dataset loaders) if it exists; else the stored image
+    ``img_key`` (default ``"hires"``, then ``"lowres"``). The tile side in pixels of that image is
+    ``2 * round(spot_diameter_fullres * scale * tile_scale / 2) + 1``, ``scale`` being its scale
+    factor (1 for a full-resolution file). A TIFF is memory-mapped (or read tile by tile when
+    compressed); a JPEG/PNG is decoded once, and a JPEG is decoded at 1/2, 1/4 or 1/8 of its size
+    when the tiles still come out at least as large as the encoder's input. Tiles are never cut
+    from a padded copy of the image: parts outside the image are white.
+
+    **Pixel conversions.** Grey images are repeated into R, G and B; RGBA drops the alpha channel;
+    ``uint8`` is used as is, ``uint16`` divided by 257, floats in [0, 1] multiplied by 255 (other
+    floats clipped to [0, 255]).
+
+    **Encoders.** ``"handcrafted"`` (default; no weights, CPU): colour statistics (RGB) and
+    haematoxylin/eosin optical densities from colour deconvolution, each in the whole tile and in
+    the spot disc, grey-level co-occurrence texture at three distances and local binary pattern
+    histograms at two scales (88 features; tiles resized to 64 px). torchvision CNNs
+    (``"resnet18"``, ``"resnet34"``, ``"resnet50"``, ``"resnet101"``, ``"densenet121"``,
+    ``"efficientnet_b0"``): the globally average-pooled output of the last convolutional stage for
+    224 px tiles normalised with the ImageNet mean and standard deviation.
+
+    Parameters
+    ----------
+    adata
+        Annotated data with ``obsm['spatial']`` (full-resolution pixels) and ``uns['spatial']``
+        (scale factors, and images unless ``source_image`` is given).
+    encoder
+        ``"handcrafted"`` or the name of a torchvision CNN (see above).
+    weights
+        CNN weights: ``"imagenet"`` (torchvision's published weights; needs internet once, or the
+        file in torch's hub cache), a path to a local state-dict checkpoint (loaded with
+        ``torch.load(..., weights_only=True)``; a ``"state_dict"`` wrapper is unwrapped, a common key
+        prefix such as ``"module."``/``"model."`` stripped and the classification head dropped; for
+        example a histology-pretrained ResNet), or ``"random"`` (random initialisation; for tests
+        and timing only, the features are meaningless). Must be ``None`` for ``"handcrafted"``;
+        required for CNNs.
+    img_key
+        Stored image to tile (``"hires"``, ``"lowres"``); ``None`` picks as described above.
+    source_image
+        Path to the full-resolution H&E image (jpg, png, tif) in the pixel frame of
+        ``obsm['spatial']``, or such an image as an array. Its size is checked against the stored
+        images and their scale factors.
+    library_id
+        Library of ``adata.uns['spatial']``; ``None`` picks the only one.
+    tile_scale
+        Tile side in spot diameters (1: the spot itself; 2 or 3 add the surrounding tissue).
+    tile_size
+        Side in pixels of the encoder's input that tiles are resized to; ``None``: 64 for
+        ``"handcrafted"``, 224 for CNNs.
+    n_comps
+        Number of principal components kept (at most the number of features and of spots minus
+        one); ``None`` keeps all standardised features without PCA.
+    device
+        Torch device for CNNs (``None``: ``st.settings.device``). Ignored by ``"handcrafted"``.
+    batch_size
+        Tiles read and encoded at a time.
+    progress
+        Show a progress bar; ``None`` follows ``st.settings.progress_bar``.
+    key_added
+        Key of the result in ``adata.obsm`` and ``adata.uns``.
+    random_state
+        Seed for ``weights="random"``; PCA uses the deterministic full SVD.
+    copy
+        Return a modified copy instead of writing to ``adata``.
+
+    Returns
+    -------
+    ``None``, or a copy of ``adata`` when ``copy=True``, with
+
+    ``adata.obsm['X_image' | key_added]``
+        ``float32`` array ``(n_obs, n_comps)``, one row per spot in ``obs_names`` order.
+    ``adata.uns['X_image' | key_added]['params']``
+        ``encoder``, ``weights`` (``"none"``, ``"imagenet"``, ``"random"`` or the checkpoint's file
+        name), ``img_source`` (``"file"``, ``"uns"`` or ``"array"``), ``image`` (file name or image
+        key), ``library_id``, ``scale`` (image pixels per full-resolution pixel, after any reduced
+        JPEG decode), ``tile_size_source_px`` (tile side in pixels of that image), ``tile_scale``,
+        ``tile_size`` (encoder input side), ``n_features`` (before PCA), ``n_comps``,
+        ``explained_variance_ratio`` (empty without PCA) and ``random_state`` (-1 for None).
+
+    Examples
+    --------
+    >>> import stimpute as st
+    >>> adata = st.datasets.synthetic_visium(n_spots=100, n_genes=20)
+    >>> st.pp.image_features(adata, n_comps=10)
+    >>> adata.obsm["X_image"].shape
+    (100, 10)
+    >>> adata.uns["X_image"]["params"]["image"]
+    'hires'
+    """
+    from .._image._tiles import iter_tiles, prepare_tiles
+    from .._model._encoders import CNN_ENCODERS, CNN_INPUT_SIDE
+
+    # validate everything before reading the image or touching adata ---------------------------------------
+    check_adata(adata)
+    if not isinstance(encoder, str) or (encoder != HANDCRAFTED and encoder not in CNN_ENCODERS):
+        msg = f"`encoder` must be {HANDCRAFTED!r} or one of {list(CNN_ENCODERS)}, got {encoder!r}."
+        raise ValueError(msg)
+    weights_label = _check_weights(encoder, weights)
+    input_side = HANDCRAFTED_INPUT_SIDE if encoder == HANDCRAFTED else CNN_INPUT_SIDE
+    if tile_size is not None:
+        input_side = check_positive_int(tile_size, name="tile_size", minimum=16 if encoder == HANDCRAFTED else 32)
+    if n_comps is not None:
+        n_comps = check_positive_int(n_comps, name="n_comps")
+    batch_size = check_positive_int(batch_size, name="batch_size")
+    key_added = check_key_string(key_added, name="key_added")
+    check_random_state(random_state)
+    if device is not None:
+        check_device_name(device)
+    if progress is None:
+        progress = settings.progress_bar
+    elif not isinstance(progress, bool):
+        msg = f"`progress` must be True, False or None, got {progress!r}."
+        raise TypeError(msg)
+    if not isinstance(copy, bool):
+        msg = f"`copy` must be True or False, got {copy!r}."
+        raise TypeError(msg)
+    if adata.n_obs < 2:
+        msg = f"`adata` has {adata.n_obs} spot; image features need at least 2 spots (they are standardised)."
+        raise ValueError(msg)
+    spec = prepare_tiles(
+        adata, library_id=library_id, img_key=img_key, source_image=source_image, tile_scale=tile_scale
+    )
+
+    start = logg.info(
+        f"computing {encoder} image features of {adata.n_obs:,} spots from {spec.source.kind} image "
+        f"{spec.source.name!r} (tile_scale={tile_scale})"
+    )
+    try:
+        if encoder == HANDCRAFTED:
+            from .._image._handcrafted import handcrafted_features
+
+            def encode(tiles: np.ndarray) -> np.ndarray:
+                return handcrafted_features(tiles, tile_scale=float(tile_scale))
+        else:
+            from .._model._device import resolve_device
+            from .._model._encoders import encode_tiles, load_encoder
+
+            torch_device = resolve_device(device)
+            model = load_encoder(encoder, weights, random_state=random_state).to(torch_device)
+
+            def encode(tiles: np.ndarray) -> np.ndarray:
+                return encode_tiles(model, tiles, torch_device)
+
+        chunks = [encode(tiles) for _, tiles in iter_tiles(spec, input_side, batch_size=batch_size, progress=progress)]
+        scale, side = spec.source.scale, spec.side
+    finally:
+        spec.source.close()
+    features = np.concatenate(chunks, axis=0).astype(np.float64)
+    if not np.isfinite(features).all():  # pragma: no cover - a CNN in half precision could overflow
+        msg = "Image features contain NaN or infinite values."
+        raise ValueError(msg)
+    reduced, ratio = _standardise_pca(features, n_comps)
+
+    target = adata.copy() if copy else adata
+    target.obsm[key_added] = reduced.astype(np.float32)
+    target.uns[key_added] = {
+        "params": {
+            "encoder": encoder,
+            "weights": weights_label,
+            "img_source": spec.source.kind,
+            "image": spec.source.name,
+            "library_id": spec.library_id,
+            "scale": float(scale),
+            "tile_size_source_px": int(side),
+            "tile_scale": float(tile_scale),
+            "tile_size": int(input_side),
+            "n_features": int(features.shape[1]),
+            "n_comps": int(reduced.shape[1]),
+            "explained_variance_ratio": ratio.astype(np.float64),
+            "random_state": -1 if random_state is None else int(random_state),
+        }
+    }
+    logg.info(
+        f"    added `adata.obsm[{key_added!r}]` ({reduced.shape[1]} components of {features.shape[1]} features; "
+        f"tiles {side} px in the source image)",
+        time_start=start,
+    )
+    return target if copy else None
+
+
+def _check_weights(encoder: str, weights: str | os.PathLike | None) -> str:
+    """Validate ``weights`` for ``encoder`` and return how to record it (a string)."""
+    if encoder == HANDCRAFTED:
+        if weights is not None:
+            msg = f"`weights` must be None for encoder='handcrafted' (it has no weights), got {weights!r}."
+            raise ValueError(msg)
+        return "none"
+    if weights is None:
+        msg = (
+            f"encoder={encoder!r} needs `weights`: a CNN with random weights gives meaningless features. Pass "
+            "`weights='imagenet'` (torchvision's weights; needs internet once), `weights='/path/to/checkpoint.pt'` "
+            "(a local state dict, for example histology-pretrained), `weights='random'` explicitly (tests and "
+            "timing only), or use `encoder='handcrafted'`, which needs no weights."
+        )
+        raise ValueError(msg)
+    if isinstance(weights, str) and weights in ("imagenet", "random"):
+        return weights
+    if not isinstance(weights, str | os.PathLike):
+        msg = f"`weights` must be 'imagenet', 'random' or a path to a checkpoint file, got {type(weights).__name__}."
+        raise TypeError(msg)
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        msg = (
+            f"`weights={str(weights)!r}` is neither 'imagenet' nor 'random' nor an existing checkpoint file; pass "
+            "the path of a local state dict (`torch.save(model.state_dict(), path)`)."
+        )
+        raise FileNotFoundError(msg)
+    return path.name
+
+
+def _standardise_pca(features: np.ndarray, n_comps: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """z-score every feature (constant ones become 0), then PCA with the full (deterministic) SVD."""
+    mean = features.mean(axis=0)
+    std = features.std(axis=0)
+    z = (features - mean) / np.where(std > 1e-12 * np.maximum(1.0, np.abs(mean)), std, np.inf)
+    if n_comps is None:
+        return z, np.zeros(0)
+    from sklearn.decomposition import PCA
+
+    k = max(1, min(n_comps, z.shape[1], z.shape[0] - 1))
+    if not np.any(z):
+        logg.warning("All image features are constant across spots (a blank image?); the components are zero.")
+        return np.zeros((z.shape[0], k)), np.zeros(k)
+    pca = PCA(n_components=k, svd_solver="full")
+    scores = pca.fit_transform(z)
+    # sign convention: the largest-magnitude loading of each component is positive (stable across platforms)
+    signs = np.sign(pca.components_[np.arange(k), np.abs(pca.components_).argmax(axis=1)])
+    signs[signs == 0] = 1
+    ratio = np.nan_to_num(pca.explained_variance_ratio_, nan=0.0)
+    return scores * signs, ratio

@@ -1,0 +1,457 @@
+"""Tests of st.pp.image_features, st.pl.tiles and the private image package (reading, tiles, handcrafted)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pytest
+from PIL import Image
+
+import stimpute as st
+from stimpute._image._handcrafted import (
+    GLCM_PROPS,
+    _lbp_hist,
+    glcm_batch,
+    handcrafted_feature_names,
+    handcrafted_features,
+)
+from stimpute._image._io import open_file, to_rgb_uint8
+from stimpute._image._tiles import iter_tiles, prepare_tiles
+
+from .conftest import require_data
+
+
+# helpers --------------------------------------------------------------------------------------------------
+def _fullres(adata: ad.AnnData) -> np.ndarray:
+    """The synthetic hires image blown up to full resolution (nearest neighbour, factor 1 / 0.2 = 5)."""
+    hires = st.get.image(adata, img_key="hires")
+    return np.repeat(np.repeat(hires, 5, axis=0), 5, axis=1)
+
+
+def _snapshot(adata: ad.AnnData) -> tuple:
+    return (set(adata.obsm), set(adata.uns), adata.X.copy())
+
+
+def _unchanged(adata: ad.AnnData, snap: tuple) -> bool:
+    return set(adata.obsm) == snap[0] and set(adata.uns) == snap[1] and (adata.X != snap[2]).nnz == 0
+
+
+@pytest.fixture(scope="module")
+def syn400() -> ad.AnnData:
+    return st.datasets.synthetic_visium(n_spots=400, n_genes=30, random_state=0)
+
+
+# handcrafted features -------------------------------------------------------------------------------------
+def test_glcm_matches_skimage():
+    from skimage.feature import graycomatrix, graycoprops
+
+    rng = np.random.default_rng(1)
+    levels = rng.integers(0, 32, size=(3, 30, 30))
+    levels[1] = (np.add.outer(np.arange(30), np.arange(30)) // 3) % 32  # diagonal stripes
+    levels[2] = 7  # flat: correlation is 1 by skimage's convention
+    ours = glcm_batch(levels, 32, (1, 2, 4)).reshape(3, 3, len(GLCM_PROPS))
+    angles = [0, np.pi / 4, np.pi / 2, 3 * np.pi / 4]
+    for k in range(3):
+        P = graycomatrix(levels[k].astype(np.uint8), [1, 2, 4], angles, levels=32, symmetric=True, normed=True)
+        ref = np.stack([graycoprops(P, prop).mean(axis=1) for prop in GLCM_PROPS], axis=1)
+        np.testing.assert_allclose(ours[k], ref, atol=1e-9)
+
+
+def test_lbp_uniform_codes():
+    flat = np.full((1, 10, 10), 5.0)
+    hist = _lbp_hist(flat)
+    assert hist[0, 8] == 1.0  # every neighbour >= centre: 8 ones, uniform
+    rng = np.random.default_rng(0)
+    noise = _lbp_hist(rng.random((2, 40, 40)))
+    np.testing.assert_allclose(noise.sum(axis=1), 1.0)
+    assert noise[0, 9] > 0.3  # random texture: many non-uniform codes
+
+
+def test_handcrafted_features_follow_stains():
+    names = handcrafted_feature_names()
+    tiles = np.empty((2, 32, 32, 3), dtype=np.uint8)
+    tiles[0] = (90, 55, 140)  # haematoxylin-purple
+    tiles[1] = (240, 170, 210)  # eosin-pink
+    f = handcrafted_features(tiles)
+    assert f.shape == (2, len(names)) == (2, 88)
+    assert np.isfinite(f).all()
+    h_mean, e_mean = names.index("tile_H_mean"), names.index("tile_E_mean")
+    assert f[0, h_mean] > f[1, h_mean]
+    assert f[0, h_mean] - f[0, e_mean] > f[1, h_mean] - f[1, e_mean]
+    assert f[0, names.index("tile_R_mean")] == pytest.approx(90 / 255, abs=1e-6)
+    # spot disc vs context: a dark centre on a pale tile changes only the spot statistics' means strongly
+    ring = np.full((1, 33, 33, 3), 240, dtype=np.uint8)
+    ring[0, 12:21, 12:21] = 60
+    g = handcrafted_features(ring, tile_scale=3.0)
+    assert g[0, names.index("spot_R_mean")] < g[0, names.index("tile_R_mean")] - 0.2
+
+
+def test_to_rgb_uint8_conversions():
+    rgb = np.random.default_rng(0).integers(0, 256, size=(2, 5, 5, 3)).astype(np.uint8)
+    rgba = np.concatenate([rgb, np.full((2, 5, 5, 1), 7, np.uint8)], axis=-1)
+    np.testing.assert_array_equal(to_rgb_uint8(rgba, value_max=255), rgb)
+    np.testing.assert_array_equal(to_rgb_uint8(rgb.astype(np.uint16) * 257, value_max=65535), rgb)
+    np.testing.assert_array_equal(to_rgb_uint8(rgb / 255.0, value_max=1.0), rgb)
+    np.testing.assert_array_equal(to_rgb_uint8(rgb.astype(np.float32), value_max=255.0), rgb)
+    grey = to_rgb_uint8(rgb[..., :1], value_max=255)
+    assert grey.shape == (2, 5, 5, 3) and (grey[..., 0] == grey[..., 2]).all()
+
+
+# tile geometry ---------------------------------------------------------------------------------------------
+def test_tiles_are_centred_on_spots(synthetic):
+    """A dot of a unique colour at every spot centre must land in the centre pixel of its tile."""
+    coords = synthetic.obsm["spatial"]
+    full = np.full_like(_fullres(synthetic), 200)
+    cx, cy = np.rint(coords[:, 0]).astype(int), np.rint(coords[:, 1]).astype(int)
+    ids = np.arange(synthetic.n_obs)
+    full[cy, cx, 0], full[cy, cx, 1], full[cy, cx, 2] = ids % 256, ids // 256, 7
+    spec = prepare_tiles(synthetic, source_image=full, tile_scale=1.5)
+    raw = spec.source.crops(spec.centres, spec.radius)
+    r = spec.radius
+    assert raw.shape[1] == 2 * r + 1 == spec.side
+    assert r == round(55.0 * 1.5 / 2)  # spot_diameter_fullres = 55 px in the synthetic data
+    np.testing.assert_array_equal(raw[:, r, r, 0].astype(int) + 256 * raw[:, r, r, 1].astype(int), ids)
+
+
+def test_fullres_and_hires_tiles_agree(syn400):
+    """Tiles cut from full resolution (scale 1) and from hires (scale 0.2) show the same tissue."""
+    spec_full = prepare_tiles(syn400, source_image=_fullres(syn400), tile_scale=2.0)
+    spec_hi = prepare_tiles(syn400, img_key="hires", tile_scale=2.0)
+    assert spec_hi.source.scale == pytest.approx(0.2)
+    t_full = np.concatenate([t for _, t in iter_tiles(spec_full, 16)])
+    t_hi = np.concatenate([t for _, t in iter_tiles(spec_hi, 16)])
+    m_full = t_full.reshape(len(t_full), -1, 3).mean(axis=1)
+    m_hi = t_hi.reshape(len(t_hi), -1, 3).mean(axis=1)
+    assert np.corrcoef(m_full[:, 1], m_hi[:, 1])[0, 1] > 0.95
+    # a shifted (wrong) alignment is clearly worse
+    shifted = np.roll(m_hi[:, 1], 7)
+    assert np.corrcoef(m_full[:, 1], shifted)[0, 1] < 0.9
+
+
+def test_border_tiles_padded_white():
+    adata = st.datasets.synthetic_visium(n_spots=50, n_genes=20)
+    dark = np.zeros_like(_fullres(adata))
+    adata.obsm["spatial"][0] = (2.0, 2.0)  # at the corner: most of its tile is outside the image
+    spec = prepare_tiles(adata, source_image=dark, tile_scale=1.0)
+    raw = spec.source.crops(spec.centres[:1], spec.radius)
+    r = spec.radius
+    assert (raw[0, : r - 3] == 255).all() and (raw[0, r + 1 :, r + 1 :] == 0).all()
+
+
+# the public function ---------------------------------------------------------------------------------------
+def test_image_features_default(syn400, tmp_path):
+    adata = syn400.copy()
+    assert st.pp.image_features(adata) is None
+    X = adata.obsm["X_image"]
+    assert X.dtype == np.float32 and X.shape == (adata.n_obs, 30) and np.isfinite(X).all()
+    params = adata.uns["X_image"]["params"]
+    assert params["encoder"] == "handcrafted" and params["weights"] == "none"
+    assert (params["img_source"], params["image"], params["library_id"]) == ("uns", "hires", "synthetic")
+    assert params["tile_size_source_px"] == 13 and params["tile_size"] == 64 and params["n_features"] == 88
+    ratio = params["explained_variance_ratio"]
+    assert len(ratio) == 30 and np.all(np.diff(ratio) <= 1e-12) and 0.5 < ratio.sum() <= 1.0
+    # deterministic, and survives h5ad
+    again = st.pp.image_features(syn400.copy(), copy=True)
+    np.testing.assert_array_equal(again.obsm["X_image"], X)
+    adata.write_h5ad(tmp_path / "a.h5ad")
+    back = ad.read_h5ad(tmp_path / "a.h5ad")
+    np.testing.assert_array_equal(back.obsm["X_image"], X)
+    assert back.uns["X_image"]["params"]["image"] == "hires"
+
+
+def test_image_features_carry_domains(syn400):
+    """The synthetic image's texture follows the domains: features must predict them far above chance."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_score
+
+    adata = st.pp.image_features(syn400, tile_scale=2.0, n_comps=10, copy=True)
+    y = adata.obs["domain"].cat.codes.to_numpy()
+    acc = cross_val_score(LogisticRegression(max_iter=2000), adata.obsm["X_image"], y, cv=5).mean()
+    shuffled = cross_val_score(
+        LogisticRegression(max_iter=2000), adata.obsm["X_image"], np.random.default_rng(0).permutation(y), cv=5
+    ).mean()
+    assert acc > 0.85 and acc > shuffled + 0.4
+
+
+def test_copy_key_added_ncomps(synthetic):
+    out = st.pp.image_features(synthetic, key_added="img", n_comps=5, copy=True)
+    assert "img" not in synthetic.obsm and out.obsm["img"].shape == (synthetic.n_obs, 5)
+    raw = st.pp.image_features(synthetic, n_comps=None, copy=True)
+    assert (
+        raw.obsm["X_image"].shape == (synthetic.n_obs, 88)
+        and len(raw.uns["X_image"]["params"]["explained_variance_ratio"]) == 0
+    )
+    few = st.pp.image_features(synthetic[:6].copy(), copy=True)
+    assert few.obsm["X_image"].shape == (6, 5)  # at most n_spots - 1 components
+
+
+def test_image_conversions_give_same_features(synthetic):
+    full = _fullres(synthetic)
+    base = st.pp.image_features(synthetic, source_image=full, copy=True).obsm["X_image"]
+    alpha = np.concatenate([full, np.full(full.shape[:2] + (1,), 255, np.uint8)], axis=-1)
+    np.testing.assert_array_equal(st.pp.image_features(synthetic, source_image=alpha, copy=True).obsm["X_image"], base)
+    np.testing.assert_array_equal(
+        st.pp.image_features(synthetic, source_image=full.astype(np.uint16) * 257, copy=True).obsm["X_image"], base
+    )
+    as_float = st.pp.image_features(synthetic, source_image=full.astype(np.float32) / 255, copy=True)
+    np.testing.assert_allclose(as_float.obsm["X_image"], base, atol=1e-4)
+    grey = st.pp.image_features(synthetic, source_image=full.mean(axis=2).astype(np.uint8), copy=True)
+    assert grey.obsm["X_image"].shape == base.shape and np.isfinite(grey.obsm["X_image"]).all()
+
+
+def test_files_jpeg_draft_tiff_png(synthetic, tmp_path):
+    import tifffile
+
+    full = _fullres(synthetic)
+    base = st.pp.image_features(synthetic, source_image=full, tile_scale=3.0, copy=True)
+    # TIFF: uncompressed (memory map) and tiled + compressed (lazy zarr store) give identical features
+    tifffile.imwrite(tmp_path / "plain.tif", full)
+    tifffile.imwrite(tmp_path / "tiled.tif", full, tile=(64, 64), compression="zlib")
+    for name in ("plain.tif", "tiled.tif"):
+        with open_file(tmp_path / name) as src:
+            assert src.native_shape == full.shape[:2]
+        out = st.pp.image_features(synthetic, source_image=tmp_path / name, tile_scale=3.0, copy=True)
+        np.testing.assert_allclose(out.obsm["X_image"], base.obsm["X_image"], atol=1e-5)
+        assert out.uns["X_image"]["params"]["img_source"] == "file"
+    Image.fromarray(full).save(tmp_path / "full.png")
+    png = st.pp.image_features(synthetic, source_image=str(tmp_path / "full.png"), tile_scale=3.0, copy=True)
+    np.testing.assert_allclose(png.obsm["X_image"], base.obsm["X_image"], atol=1e-5)
+    # JPEG: tiles of 165 px shrink to 64 px, so it is decoded at half size (scale 0.5)
+    Image.fromarray(full).save(tmp_path / "full.jpg", quality=95)
+    jpg = st.pp.image_features(synthetic, source_image=tmp_path / "full.jpg", tile_scale=3.0, copy=True)
+    params = jpg.uns["X_image"]["params"]
+    assert params["image"] == "full.jpg" and params["scale"] == pytest.approx(0.5, abs=0.01)
+    assert params["tile_size_source_px"] == 83
+    agree = [abs(np.corrcoef(jpg.obsm["X_image"][:, k], base.obsm["X_image"][:, k])[0, 1]) for k in range(3)]
+    assert min(agree) > 0.9
+
+
+def test_source_image_path_from_metadata(synthetic, tmp_path, caplog):
+    Image.fromarray(_fullres(synthetic)).save(tmp_path / "slide.png")
+    synthetic.uns["spatial"]["synthetic"]["metadata"]["source_image_path"] = str(tmp_path / "slide.png")
+    out = st.pp.image_features(synthetic, copy=True)
+    assert out.uns["X_image"]["params"]["image"] == "slide.png"
+    assert st.pp.image_features(synthetic, img_key="lowres", copy=True).uns["X_image"]["params"]["image"] == "lowres"
+    synthetic.uns["spatial"]["synthetic"]["metadata"]["source_image_path"] = str(tmp_path / "gone.png")
+    out = st.pp.image_features(synthetic, copy=True)
+    assert out.uns["X_image"]["params"]["image"] == "hires"
+    assert "does not exist" in caplog.text
+
+
+# CNN encoders ----------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def r18_checkpoint(tmp_path_factory) -> Path:
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "r18.pt"
+    torch.save(torchvision.models.resnet18().state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def syn60() -> ad.AnnData:
+    return st.datasets.synthetic_visium(n_spots=60, n_genes=20, random_state=0)
+
+
+def test_cnn_checkpoint_and_conversions(syn60, r18_checkpoint, tmp_path):
+    import torch
+
+    kw = {"encoder": "resnet18", "tile_size": 32, "n_comps": 8, "copy": True}
+    out = st.pp.image_features(syn60, weights=r18_checkpoint, **kw)
+    X = out.obsm["X_image"]
+    params = out.uns["X_image"]["params"]
+    assert X.shape == (60, 8) and X.dtype == np.float32 and np.isfinite(X).all()
+    assert params["weights"] == "r18.pt" and params["n_features"] == 512 and params["tile_size"] == 32
+    # same seed -> the same random initialisation as the checkpoint (built after torch.manual_seed(0))
+    rand = st.pp.image_features(syn60, weights="random", random_state=0, **kw)
+    np.testing.assert_allclose(rand.obsm["X_image"], X, atol=1e-4)
+    # documented conversions: Lightning-style wrapper, DataParallel prefix, head keys absent
+    state = torch.load(r18_checkpoint, weights_only=True)
+    wrapped = {"state_dict": {f"module.{k}": v for k, v in state.items() if not k.startswith("fc.")}, "epoch": 3}
+    torch.save(wrapped, tmp_path / "wrapped.pt")
+    conv = st.pp.image_features(syn60, weights=tmp_path / "wrapped.pt", **kw)
+    np.testing.assert_allclose(conv.obsm["X_image"], X, atol=1e-5)
+
+
+def test_cnn_bad_weights(syn60, r18_checkpoint, tmp_path, monkeypatch):
+    from urllib.error import URLError
+
+    import torch
+    import torchvision
+
+    snap = _snapshot(syn60)
+    with pytest.raises(ValueError, match="meaningless features"):
+        st.pp.image_features(syn60, encoder="resnet18")
+    with pytest.raises(FileNotFoundError, match="existing checkpoint"):
+        st.pp.image_features(syn60, encoder="resnet18", weights=tmp_path / "nope.pt")
+    with pytest.raises(ValueError, match=r"does not fit 'resnet50'.*missing keys.*layer1\.0\.bn3"):
+        st.pp.image_features(syn60, encoder="resnet50", weights=r18_checkpoint, tile_size=32)
+    state = torch.load(r18_checkpoint, weights_only=True)
+    state.pop("layer4.1.bn2.weight")
+    state["extra.weight"] = torch.zeros(1)
+    torch.save(state, tmp_path / "broken.pt")
+    with pytest.raises(ValueError, match=r"1 missing keys.*layer4\.1\.bn2\.weight.*1 unexpected keys.*extra\.weight"):
+        st.pp.image_features(syn60, encoder="resnet18", weights=tmp_path / "broken.pt", tile_size=32)
+    torch.save(torchvision.models.resnet18(), tmp_path / "pickled.pt")
+    with pytest.raises(ValueError, match="weights_only=True"):
+        st.pp.image_features(syn60, encoder="resnet18", weights=tmp_path / "pickled.pt", tile_size=32)
+
+    def offline(*args, **kwargs):
+        raise URLError("no network")
+
+    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", offline)
+    with pytest.raises(RuntimeError, match=r"(?s)needs internet access.*weights='/path/to/checkpoint.pt'.*handcrafted"):
+        st.pp.image_features(syn60, encoder="resnet18", weights="imagenet", tile_size=32)
+    assert _unchanged(syn60, snap)
+
+
+# bad input ------------------------------------------------------------------------------------------------
+def test_bad_arguments(synthetic):
+    snap = _snapshot(synthetic)
+    with pytest.raises(ValueError, match="`encoder` must be"):
+        st.pp.image_features(synthetic, encoder="vit_h14")
+    with pytest.raises(ValueError, match="must be None for encoder='handcrafted'"):
+        st.pp.image_features(synthetic, weights="imagenet")
+    with pytest.raises(ValueError, match="either `source_image`"):
+        st.pp.image_features(synthetic, img_key="hires", source_image=np.zeros((10, 10, 3)))
+    with pytest.raises(ValueError, match="tile_scale"):
+        st.pp.image_features(synthetic, tile_scale=0)
+    with pytest.raises(ValueError, match="n_comps"):
+        st.pp.image_features(synthetic, n_comps=0)
+    with pytest.raises(ValueError, match="tile_size"):
+        st.pp.image_features(synthetic, tile_size=4)
+    with pytest.raises(KeyError, match="img_key='lowers'"):
+        st.pp.image_features(synthetic, img_key="lowers")
+    with pytest.raises(KeyError, match="library_id='nope'"):
+        st.pp.image_features(synthetic, library_id="nope")
+    with pytest.raises(ValueError, match="multi-channel"):
+        st.pp.image_features(synthetic, source_image=np.zeros((2000, 2000, 5), np.uint8))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        st.pp.image_features(synthetic, source_image="/no/such/slide.tif")
+    assert _unchanged(synthetic, snap)
+
+
+def test_missing_image(synthetic, caplog):
+    synthetic.uns["spatial"]["synthetic"]["images"] = {}
+    snap = _snapshot(synthetic)
+    with pytest.raises(KeyError, match=r"(?s)no H&E image for library 'synthetic'.*source_image="):
+        st.pp.image_features(synthetic)
+    assert _unchanged(synthetic, snap)
+    # a full-resolution image still works without stored images; a blank one gives zero components
+    st.pp.image_features(synthetic, source_image=np.full((1800, 1800, 3), 200, np.uint8))
+    assert synthetic.obsm["X_image"].shape[0] == synthetic.n_obs and not synthetic.obsm["X_image"].any()
+    assert "constant across spots" in caplog.text
+
+
+def test_spots_outside_image(synthetic, caplog):
+    snap = _snapshot(synthetic)
+    scaled = synthetic.copy()
+    scaled.obsm["spatial"] = scaled.obsm["spatial"] / 0.2  # coordinates blown up by 1 / tissue_hires_scalef
+    with pytest.raises(
+        ValueError, match=r"(?s)spot centres lie outside image 'hires'.*Multiplying the coordinates by about"
+    ):
+        st.pp.image_features(scaled)
+    small = synthetic.copy()
+    small.obsm["spatial"] = small.obsm["spatial"] * 0.05  # coordinates in lowres pixels
+    st.pp.image_features(small, copy=True)
+    assert "top-left corner" in caplog.text and "lowres pixels" in caplog.text
+    caplog.clear()
+    swapped = st.datasets.synthetic_visium(n_spots=60, n_genes=20)
+    swapped.obsm["spatial"] = swapped.obsm["spatial"] * np.array([[1.0, 2.5]])  # now taller than the image
+    with pytest.raises(ValueError, match="outside"):
+        st.pp.image_features(swapped)
+    few = synthetic.copy()
+    few.obsm["spatial"][:3] = -500.0
+    st.pp.image_features(few, copy=True)
+    assert "3 of 200 spot centres lie outside" in caplog.text
+    assert _unchanged(synthetic, snap)
+
+
+def test_source_image_size_mismatch(synthetic, tmp_path):
+    full = _fullres(synthetic)
+    snap = _snapshot(synthetic)
+    Image.fromarray(full[::2, ::2]).save(tmp_path / "half.png")
+    with pytest.raises(ValueError, match=r"(?s)implies a full-resolution image.*0\.5 times that size.*rescaled copy"):
+        st.pp.image_features(synthetic, source_image=tmp_path / "half.png")
+    with pytest.raises(ValueError, match="different factors"):
+        st.pp.image_features(synthetic, source_image=full[:, : full.shape[1] // 2 + 300])
+    rect = st.datasets.synthetic_visium(n_spots=60, n_genes=20)
+    rect_full = _fullres(rect)[:, :-200]
+    rect.uns["spatial"]["synthetic"]["images"] = {"hires": rect_full[::5, ::5]}
+    rect.uns["spatial"]["synthetic"]["scalefactors"].pop("tissue_lowres_scalef")
+    with pytest.raises(ValueError, match="rotated or transposed"):
+        st.pp.image_features(rect, source_image=np.ascontiguousarray(rect_full.transpose(1, 0, 2)))
+    assert _unchanged(synthetic, snap)
+
+
+def test_handcrafted_does_not_import_torch():
+    code = (
+        "import sys, stimpute as st; st.settings.verbosity = 0; "
+        "a = st.datasets.synthetic_visium(n_spots=40, n_genes=12); st.pp.image_features(a); "
+        "assert 'torch' not in sys.modules, 'torch imported'; print('ok')"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "ok"
+
+
+# plotting -------------------------------------------------------------------------------------------------
+def test_pl_tiles(synthetic):
+    import matplotlib.pyplot as plt
+
+    fig = st.pl.tiles(synthetic, n=6, tile_scale=2.0, return_fig=True)
+    assert len(fig.axes) == 6
+    ax0 = fig.axes[0]
+    assert ax0.get_title() in set(synthetic.obs_names) and len(ax0.patches) == 1 and len(ax0.images) == 1
+    assert ax0.images[0].get_array().shape[:2] == (2 * round(55 * 0.2 * 2 / 2) + 1,) * 2
+    plt.close(fig)
+    axes = st.pl.tiles(synthetic, obs_names=["spot_00003", "spot_00010"], source_image=_fullres(synthetic), show=False)
+    assert [a.get_title() for a in axes] == ["spot_00003", "spot_00010"]
+    plt.close("all")
+    with pytest.raises(KeyError, match="not in `adata.obs_names`"):
+        st.pl.tiles(synthetic, obs_names=["nope"], show=False)
+
+
+# real data ------------------------------------------------------------------------------------------------
+def test_her2st_fullres_vs_hires(monkeypatch):
+    folder = require_data("her2st_C2")
+    adata = ad.read_h5ad(folder / "adata.h5ad")
+    jpg = folder / "5714_HE_BT_C2.jpg"
+    limit = Image.MAX_IMAGE_PIXELS
+    full = st.pp.image_features(adata, source_image=jpg, n_comps=None, copy=True)
+    assert Image.MAX_IMAGE_PIXELS == limit  # raised for the read only, then restored
+    hires = st.pp.image_features(adata, img_key="hires", n_comps=None, copy=True)
+    pf, ph = full.uns["X_image"]["params"], hires.uns["X_image"]["params"]
+    assert pf["img_source"] == "file" and pf["scale"] == pytest.approx(0.5, abs=0.001)
+    assert pf["tile_size_source_px"] == 73 and ph["tile_size_source_px"] == 31
+    names = handcrafted_feature_names()
+    for feat in ("tile_H_mean", "tile_E_mean", "tile_G_mean"):
+        k = names.index(feat)
+        assert np.corrcoef(full.obsm["X_image"][:, k], hires.obsm["X_image"][:, k])[0, 1] > 0.9
+    # a downscaled copy of the slide is caught by its size
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)
+    small = Image.open(jpg)
+    small.draft("RGB", (small.size[0] // 4, small.size[1] // 4))  # decoded at a quarter of the size
+    with pytest.raises(ValueError, match=r"0\.25 times that size"):
+        st.pp.image_features(adata, source_image=np.asarray(small))
+
+
+def test_her2st_loader_records_the_jpg(monkeypatch):
+    folder = require_data("her2st_C3")
+    monkeypatch.setattr(st.settings, "_datadir", folder.parent)
+    adata = st.datasets.her2st("C3")
+    st.pp.image_features(adata, n_comps=10)
+    params = adata.uns["X_image"]["params"]
+    assert (params["img_source"], params["image"], params["library_id"]) == ("file", "5714_HE_BT_D1.jpg", "C3")
+    assert adata.obsm["X_image"].shape == (180, 10)
+
+
+def test_dlpfc_lowres_tiles_are_tiny(dlpfc, caplog):
+    st.pp.image_features(dlpfc[:300].copy(), n_comps=10)
+    assert "Tiles are only 5 px wide in image 'lowres'" in caplog.text
