@@ -27,8 +27,9 @@ class Settings:
         Show tqdm progress bars during long work.
     datadir
         Folder with the real datasets read by the loaders of :mod:`stimpute.datasets` (``dlpfc``,
-        ``her2st``...). Defaults to the environment variable ``STIMPUTE_DATA`` or ``../shared/data``
-        next to the working folder.
+        ``her2st``...). Defaults to the environment variable ``STIMPUTE_DATA``, else the nearest
+        ``shared/data`` folder in a parent of the working folder (``../shared/data`` from the
+        repository root, ``../../shared/data`` from ``tutorials/``).
 
     Examples
     --------
@@ -93,11 +94,18 @@ class Settings:
     # data folder ----------------------------------------------------------------------------
     @property
     def datadir(self) -> Path:
-        """Folder holding the real datasets (``STIMPUTE_DATA`` or ``../shared/data``)."""
+        """Folder holding the real datasets (``STIMPUTE_DATA``, else the nearest ``../shared/data``)."""
         if self._datadir is not None:
             return self._datadir
         env = os.environ.get("STIMPUTE_DATA")
-        return Path(env) if env else Path("..") / "shared" / "data"
+        if env:
+            return Path(env)
+        cwd = Path.cwd()
+        for parent in cwd.parents:
+            candidate = parent / "shared" / "data"
+            if candidate.is_dir():
+                return candidate
+        return cwd.parent / "shared" / "data"
 
     @datadir.setter
     def datadir(self, value: str | os.PathLike | None) -> None:
