@@ -150,7 +150,13 @@ def test_settings_datadir(monkeypatch, tmp_path):
         monkeypatch.setenv("STIMPUTE_DATA", str(tmp_path))
         assert st.settings.datadir == tmp_path
         monkeypatch.delenv("STIMPUTE_DATA")
-        assert st.settings.datadir == Path("..") / "shared" / "data"
+        # without the variable: the nearest shared/data above the working folder
+        (tmp_path / "shared" / "data").mkdir(parents=True)
+        (tmp_path / "repo" / "tutorials").mkdir(parents=True)
+        monkeypatch.chdir(tmp_path / "repo" / "tutorials")
+        assert st.settings.datadir == tmp_path / "shared" / "data"
+        monkeypatch.chdir(tmp_path / "repo")
+        assert st.settings.datadir == tmp_path / "shared" / "data"
         st.settings.datadir = str(tmp_path / "x")
         assert st.settings.datadir == tmp_path / "x"
     finally:
