@@ -1,0 +1,267 @@
+"""Inputs of the imputation network, built from sparse rows (numpy/scipy; torch only for batches).
+
+The count matrix stays CSR throughout: minibatches densify only their own rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from scipy import sparse
+
+from ..tl._knn import gene_log_mean_nonzero, log1p_csr, spatial_graph
+
+
+def split_observed(
+    L: sparse.csr_matrix, fraction: float, rng: np.random.Generator
+) -> tuple[sparse.csr_matrix, sparse.csr_matrix]:
+    """Split the stored (observed non-zero) entries of ``L`` into a fitting part and a validation part.
+
+    Only stored entries can be drawn, so entries that are zero in ``L`` (true zeros and entries hidden
+    by :func:`stimpute.pp.holdout`) never enter the validation set. ``fit + val == L`` exactly.
+
+    Parameters
+    ----------
+    L
+        CSR matrix without explicit zeros.
+    fraction
+        Fraction of the stored entries to put in the validation part (0 gives an empty one).
+    rng
+        Random generator.
+
+    Returns
+    -------
+    ``(fit, val)``, two CSR matrices of ``L``'s shape with disjoint stored entries.
+    """
+    L = sparse.csr_matrix(L)
+    nnz = L.nnz
+    n_val = int(round(fraction * nnz))
+    is_val = np.zeros(nnz, dtype=bool)
+    if n_val > 0:
+        is_val[rng.choice(nnz, size=n_val, replace=False)] = True
+
+    def part(keep: np.ndarray) -> sparse.csr_matrix:
+        m = sparse.csr_matrix(
+            (np.where(keep, L.data, 0).astype(L.dtype), L.indices.copy(), L.indptr.copy()), shape=L.shape
+        )
+        m.eliminate_zeros()
+        return m
+
+    return part(~is_val), part(is_val)
+
+
+def zero_holdout(rows: np.ndarray, n_genes: int, fraction: float, seed: int) -> np.ndarray:
+    """A fixed ``fraction`` of every spot's entries (``(len(rows), n_genes)`` booleans), set aside for validation.
+
+    Entry ``(i, g)`` is chosen when ``(g + offset_i) % period == 0`` with ``period = round(1 / fraction)``
+    and a per-spot offset from ``seed``: stateless, cheap and the same in every epoch.
+    """
+    if fraction <= 0:
+        return np.zeros((len(rows), n_genes), dtype=bool)
+    period = max(2, int(round(1 / fraction)))
+    offset = (np.asarray(rows, dtype=np.int64) * 7919 + int(seed) * 104729) % period
+    return (np.arange(n_genes)[None, :] + offset[:, None]) % period == 0
+
+
+def position_features(coords: np.ndarray, *, n_frequencies: int, degree: int) -> np.ndarray:
+    """Fourier and polynomial features of (x, y) normalised to the unit square of the section.
+
+    Coordinates are shifted to start at 0 and divided by the larger of the two extents (aspect kept).
+    Features: ``sin``/``cos`` of ``2 pi f x`` and ``2 pi f y`` for ``f = 1, 2, 4, ..., 2**(n_frequencies-1)``
+    cycles per section, then the monomials of the centred coordinates up to ``degree``.
+    """
+    coords = np.asarray(coords, dtype=np.float64)[:, :2]
+    lo = coords.min(axis=0)
+    extent = float(np.max(coords.max(axis=0) - lo))
+    u = (coords - lo) / (extent if extent > 0 else 1.0)
+    feats = []
+    for k in range(n_frequencies):
+        f = 2.0 * np.pi * (2**k)
+        feats += [np.sin(f * u), np.cos(f * u)]
+    c = u - 0.5
+    for d in range(1, degree + 1):
+        for i in range(d + 1):
+            feats.append((c[:, 0] ** (d - i) * c[:, 1] ** i)[:, None] * 2**d)
+    if not feats:
+        return np.zeros((coords.shape[0], 0), dtype=np.float32)
+    return np.hstack(feats).astype(np.float32)
+
+
+@dataclass
+class Prepared:
+    """Everything the network reads, for one AnnData (all CPU, sparse where large)."""
+
+    L_obs: sparse.csr_matrix  # log1p of every observed count (prediction input)
+    L_fit: sparse.csr_matrix  # observed minus validation entries (training input)
+    L_val: sparse.csr_matrix  # validation entries only
+    library: np.ndarray  # (n_obs, 1) standardised log library size
+    size_factor: np.ndarray  # (n_obs,) total / median total, for the count likelihoods
+    neigh: sparse.csr_matrix | None = None  # graph @ L_obs: neighbours' mean log1p counts
+    neigh_detect: sparse.csr_matrix | None = None  # graph @ (L_obs > 0): neighbours' detection rate
+    neigh_estimate: sparse.csr_matrix | None = None  # shrunk neighbour mean non-zero value minus gene mean
+    neigh_proj: np.ndarray | None = None  # neigh projected on the count encoder's principal axes
+    graph: sparse.csr_matrix | None = None  # row-normalised spatial kNN graph
+    position: np.ndarray | None = None
+    image: np.ndarray | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def n_obs(self) -> int:
+        return self.L_obs.shape[0]
+
+
+def library_stats(L_counts_total: np.ndarray) -> tuple[float, float, float]:
+    """Mean and std of the log library size, and the median total, over spots with counts."""
+    ok = L_counts_total > 0
+    if not ok.any():
+        return 0.0, 1.0, 1.0
+    logs = np.log1p(L_counts_total[ok])
+    std = float(logs.std())
+    return float(logs.mean()), std if std > 0 else 1.0, float(np.median(L_counts_total[ok]))
+
+
+def prepare(
+    X: sparse.spmatrix | np.ndarray,
+    *,
+    config: dict,
+    norm: dict,
+    coords: np.ndarray | None,
+    image: np.ndarray | None,
+    val_fraction: float = 0.0,
+    rng: np.random.Generator | None = None,
+) -> Prepared:
+    """Build the network inputs for count matrix ``X`` with the (stored or fresh) normalisation ``norm``."""
+    L = log1p_csr(X)
+    totals = np.asarray(sparse.csr_matrix(X, dtype=np.float64).sum(axis=1)).ravel()
+    if val_fraction > 0:
+        L_fit, L_val = split_observed(L, val_fraction, rng if rng is not None else np.random.default_rng(0))
+    else:
+        L_fit, L_val = L, sparse.csr_matrix(L.shape, dtype=np.float32)
+    logs = np.where(totals > 0, np.log1p(totals), norm["library_mean"])
+    library = ((logs - norm["library_mean"]) / norm["library_std"]).astype(np.float32)[:, None]
+    size_factor = np.where(totals > 0, totals, norm["library_median"]) / norm["library_median"]
+    prep = Prepared(L_obs=L, L_fit=L_fit, L_val=L_val, library=library, size_factor=size_factor.astype(np.float32))
+    modalities = config["modalities"]
+    if config.get("neighbours") or config.get("spatial_reg", 0) > 0:
+        prep.graph = spatial_graph(coords, config["n_neighbors"])
+        if config.get("neighbours"):
+            # neighbours' values at a common depth when the count encoder reads depth-normalised counts
+            L_in = depth_normalised_log1p(X, norm["library_median"]) if config.get("normalize_counts") else L
+            prep.neigh = (prep.graph @ L_in).tocsr().astype(np.float32)
+            B = L.copy()
+            B.data = np.ones_like(B.data)
+            prep.neigh_detect = (prep.graph @ B).tocsr().astype(np.float32)
+            if config.get("neighbour_skip"):
+                prep.neigh_estimate = neighbour_estimate(
+                    prep.neigh,
+                    prep.neigh_detect,
+                    np.asarray(
+                        norm["gene_mean_normalised" if config.get("normalize_counts") else "gene_mean"],
+                        dtype=np.float32,
+                    ),
+                    config["shrinkage"] / config["n_neighbors"],
+                )
+    if "position" in modalities:
+        prep.position = position_features(coords, n_frequencies=config["n_frequencies"], degree=config["poly_degree"])
+    if "image" in modalities:
+        img = np.asarray(image, dtype=np.float64)
+        mean, std = np.asarray(norm["image_mean"]), np.asarray(norm["image_std"])
+        prep.image = ((img - mean) / std).astype(np.float32)
+    return prep
+
+
+def depth_normalised_log1p(X: sparse.spmatrix | np.ndarray, target: float) -> sparse.csr_matrix:
+    """``log1p`` of the counts of every spot scaled to total ``target`` (CSR, float32)."""
+    C = sparse.csr_matrix(X, dtype=np.float32, copy=True)
+    C.eliminate_zeros()
+    totals = np.asarray(C.sum(axis=1)).ravel().astype(np.float64)
+    scale = np.divide(target, totals, out=np.ones_like(totals), where=totals > 0)
+    C.data = np.log1p(C.data * np.repeat(scale, np.diff(C.indptr)).astype(np.float32))
+    C.sort_indices()
+    return C
+
+
+def neighbour_estimate(
+    S: sparse.csr_matrix, C: sparse.csr_matrix, gene_mean: np.ndarray, pseudo: float
+) -> sparse.csr_matrix:
+    """``(S + pseudo * m) / (C + pseudo) - m`` on the stored entries of ``C`` (it is 0 elsewhere).
+
+    ``S`` and ``C`` are the neighbours' mean ``log1p`` value and detection rate (same sparsity), ``m``
+    the gene means: the neighbours' mean non-zero value shrunk to the gene mean, as a deviation from it.
+    """
+    S = sparse.csr_matrix(S)
+    C = sparse.csr_matrix(C)
+    S.sort_indices()
+    C.sort_indices()
+    if not (np.array_equal(S.indptr, C.indptr) and np.array_equal(S.indices, C.indices)):
+        # align S on C's sparsity (both come from the same graph product, so this is only a safeguard)
+        S = sparse.csr_matrix((np.asarray(S[C.nonzero()]).ravel(), C.indices.copy(), C.indptr.copy()), shape=C.shape)
+    m = gene_mean[C.indices]
+    data = (S.data + pseudo * m) / (C.data + pseudo) - m
+    return sparse.csr_matrix((data.astype(np.float32), C.indices.copy(), C.indptr.copy()), shape=C.shape)
+
+
+def fresh_norm(X: sparse.spmatrix | np.ndarray, image: np.ndarray | None) -> dict:
+    """Normalisation constants learnt from the training data (stored with a saved model)."""
+    totals = np.asarray(sparse.csr_matrix(X, dtype=np.float64).sum(axis=1)).ravel()
+    mean, std, median = library_stats(totals)
+    norm = {"library_mean": mean, "library_std": std, "library_median": median}
+    # largest observed count of each gene: predictions are capped there (a network can extrapolate wildly)
+    C = sparse.csr_matrix(X, dtype=np.float32)
+    gene_max = np.zeros(C.shape[1], dtype=np.float64)
+    if C.nnz:
+        np.maximum.at(gene_max, C.indices, C.data)
+    norm["gene_max"] = gene_max.tolist()
+    norm["gene_mean"] = gene_log_mean_nonzero(log1p_csr(X)).astype(np.float64).tolist()
+    norm["gene_mean_normalised"] = gene_log_mean_nonzero(depth_normalised_log1p(X, median)).astype(np.float64).tolist()
+    if image is not None:
+        img = np.asarray(image, dtype=np.float64)
+        s = img.std(axis=0)
+        norm["image_mean"] = img.mean(axis=0).tolist()
+        norm["image_std"] = np.where(s > 0, s, 1.0).tolist()
+    return norm
+
+
+def gene_offset(X: sparse.spmatrix | np.ndarray, loss: str, norm: dict) -> np.ndarray:
+    """Initial per-gene output: mean log1p non-zero value (mse) or log mean count per unit size factor."""
+    if loss == "mse":
+        return gene_log_mean_nonzero(log1p_csr(X)).astype(np.float32)
+    C = sparse.csr_matrix(X, dtype=np.float64)
+    totals = np.asarray(C.sum(axis=1)).ravel()
+    ok = totals > 0
+    scaled = sparse.diags(np.where(ok, norm["library_median"] / np.maximum(totals, 1e-12), 0.0)) @ C
+    mean = np.asarray(scaled.sum(axis=0)).ravel() / max(1, int(ok.sum()))
+    return np.log(np.maximum(mean, 1e-4)).astype(np.float32)
+
+
+def batch(prep: Prepared, idx: np.ndarray, device: torch.device, *, source: str = "fit") -> dict[str, torch.Tensor]:
+    """Dense tensors for the spots ``idx`` (only these rows are densified)."""
+    L = prep.L_fit if source == "fit" else prep.L_obs
+    out = {
+        "counts": torch.from_numpy(L[idx].toarray()).to(device),
+        "library": torch.from_numpy(prep.library[idx]).to(device),
+    }
+    if prep.neigh_proj is not None:
+        out["neigh_proj"] = torch.from_numpy(prep.neigh_proj[idx]).to(device)
+    elif prep.neigh is not None:
+        out["neigh"] = torch.from_numpy(prep.neigh[idx].toarray()).to(device)
+    if prep.neigh is not None:
+        out["neigh_detect"] = torch.from_numpy(prep.neigh_detect[idx].toarray()).to(device)
+        if prep.neigh_estimate is not None:
+            out["neigh_estimate"] = torch.from_numpy(prep.neigh_estimate[idx].toarray()).to(device)
+    if prep.position is not None:
+        out["position"] = torch.from_numpy(prep.position[idx]).to(device)
+    if prep.image is not None:
+        out["image"] = torch.from_numpy(prep.image[idx]).to(device)
+    return out
+
+
+def attach_projection(prep: Prepared, net) -> None:
+    """Precompute the neighbours' mean counts projected on the count encoder's fixed axes (they never change)."""
+    enc = net.encoders["counts"] if "counts" in net.encoders else None
+    if prep.neigh is None or enc is None or enc.n_pcs == 0 or enc.neigh is None:
+        return
+    V = enc.projection.detach().cpu().numpy().astype(np.float32)
+    prep.neigh_proj = np.asarray(prep.neigh @ V, dtype=np.float32)

@@ -1,0 +1,106 @@
+"""Train an imputation network on one count matrix and return it with its training record."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy import sparse
+
+from ._data import attach_projection, depth_normalised_log1p, fresh_norm, gene_offset, position_features, prepare
+from ._device import seed_everything
+from ._io import ImputationModel, build_net
+from ._train import train
+
+
+def fit_model(
+    X: sparse.spmatrix | np.ndarray,
+    *,
+    var_names: list[str],
+    coords: np.ndarray | None,
+    image: np.ndarray | None,
+    config: dict,
+    training: dict,
+    device: torch.device,
+    random_state: int,
+    progress: bool,
+) -> tuple[ImputationModel, dict, object]:
+    """Train a network described by ``config`` on counts ``X``.
+
+    ``training`` holds ``max_epochs``, ``batch_size``, ``learning_rate``, ``weight_decay``, ``patience``,
+    ``mask_fraction``, ``observed_weight``, ``detection_weight``, ``val_fraction``.
+
+    Returns
+    -------
+    The model, the training record (history, best epoch, ...) and the prepared inputs (for prediction).
+    """
+    gen = seed_everything(random_state)
+    rng = np.random.default_rng(random_state)
+    config = dict(config)
+    config["norm"] = fresh_norm(X, image if "image" in config["modalities"] else None)
+    config["n_genes"] = int(X.shape[1])
+    if "position" in config["modalities"]:
+        config["n_position_features"] = int(
+            position_features(coords[:2], n_frequencies=config["n_frequencies"], degree=config["poly_degree"]).shape[1]
+        )
+    if "image" in config["modalities"]:
+        config["n_image_features"] = int(np.asarray(image).shape[1])
+    prep = prepare(
+        X,
+        config=config,
+        norm=config["norm"],
+        coords=coords,
+        image=image,
+        val_fraction=training["val_fraction"],
+        rng=rng,
+    )
+    net = build_net(config)
+    with torch.no_grad():
+        n_genes = config["n_genes"]
+        net.out.bias[:n_genes].copy_(torch.from_numpy(gene_offset(X, config["loss"], config["norm"])))
+        if net.detection:  # start from each gene's detection rate
+            rate = np.bincount(prep.L_obs.indices, minlength=n_genes) / max(1, prep.n_obs)
+            rate = np.clip(rate, 1e-4, 1 - 1e-4)
+            net.out.bias[n_genes:].copy_(torch.from_numpy(np.log(rate / (1 - rate)).astype(np.float32)))
+        if "counts" in net.encoders:
+            enc = net.encoders["counts"]
+            enc.target_total.fill_(float(config["norm"]["library_median"]))
+            if enc.n_pcs > 0:
+                L_axes = depth_normalised_log1p(X, config["norm"]["library_median"]) if enc.normalize else prep.L_obs
+                enc.projection.copy_(torch.from_numpy(principal_axes(L_axes, config["count_pcs"], random_state)))
+    attach_projection(prep, net)
+    record = train(
+        net,
+        prep,
+        device=device,
+        gen=gen,
+        loss=config["loss"],
+        max_epochs=training["max_epochs"],
+        batch_size=training["batch_size"],
+        learning_rate=training["learning_rate"],
+        weight_decay=training["weight_decay"],
+        patience=training["patience"],
+        mask_fraction=training["mask_fraction"],
+        observed_weight=training["observed_weight"],
+        detection_weight=training["detection_weight"],
+        modality_dropout=training.get("modality_dropout", 0.0),
+        lr_decay=training.get("lr_decay", 1.0),
+        val_fraction=training["val_fraction"],
+        spatial_reg=config.get("spatial_reg", 0.0),
+        seed=random_state,
+        progress=progress,
+    )
+    model = ImputationModel(net, config, var_names, device)
+    return model, record, prep
+
+
+def principal_axes(L: sparse.csr_matrix, n_components: int, random_state: int) -> np.ndarray:
+    """Top right singular vectors of the ``log1p`` matrix (genes x components, float32), sign-fixed."""
+    from sklearn.utils.extmath import randomized_svd
+
+    k = int(min(n_components, min(L.shape) - 1))
+    _, _, vt = randomized_svd(L.astype(np.float64), k, random_state=random_state)
+    signs = np.sign(vt[np.arange(k), np.abs(vt).argmax(axis=1)])
+    vt = vt * signs[:, None]
+    axes = np.zeros((L.shape[1], n_components), dtype=np.float32)
+    axes[:, :k] = vt.T
+    return axes

@@ -1,0 +1,293 @@
+"""A trained imputation model: predict on any AnnData with the same genes, save and load it.
+
+A saved model is a folder with ``model.pt`` (the ``state_dict``, written by :func:`torch.save`) and
+``config.json`` (method, architecture, gene names, normalisation constants, stimpute version). Loading
+uses ``torch.load(..., weights_only=True)``, which never unpickles arbitrary objects.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from anndata import AnnData
+
+from .. import _logging as logg
+from ._data import attach_projection, prepare
+from ._device import resolve_device
+from ._module import ImputeNet
+from ._train import predict
+
+MODEL_FILE = "model.pt"
+CONFIG_FILE = "config.json"
+FORMAT_VERSION = 1
+
+
+def build_net(config: dict) -> ImputeNet:
+    """The (untrained) network described by ``config``."""
+    return ImputeNet(
+        config["n_genes"],
+        config["modalities"],
+        n_position_features=config.get("n_position_features", 0),
+        n_image_features=config.get("n_image_features", 0),
+        count_hidden=config["count_hidden"],
+        position_hidden=config["position_hidden"],
+        image_hidden=config["image_hidden"],
+        decoder_hidden=config["decoder_hidden"],
+        latent_dim=config["latent_dim"],
+        neighbours=config["neighbours"],
+        library_size=config["library_size"],
+        neighbour_skip=config.get("neighbour_skip", False),
+        count_pcs=config.get("count_pcs", 0),
+        normalize_counts=config.get("normalize_counts", False),
+        detection=config.get("detection", False),
+        dropout=config["dropout"],
+    )
+
+
+def reference_library(norm: dict) -> float:
+    """Standardised log library size of the reference (median) depth."""
+    return float((np.log1p(norm["library_median"]) - norm["library_mean"]) / norm["library_std"])
+
+
+class ImputationModel:
+    """A trained :func:`stimpute.tl.impute` network that imputes any section with the same genes.
+
+    Get one with ``st.tl.impute(..., return_model=True)`` or :func:`stimpute.tl.load_model`.
+
+    Attributes
+    ----------
+    method
+        ``"autoencoder"``, ``"positional"``, ``"image"`` or ``"multimodal"``.
+    var_names
+        The genes, in the order the network expects.
+    config
+        Architecture, normalisation constants and training parameters (JSON-serialisable).
+    device
+        Where the network sits.
+    """
+
+    def __init__(self, net: ImputeNet, config: dict, var_names: list[str], device: torch.device):
+        self.net = net
+        self.config = config
+        self.var_names = list(var_names)
+        self.device = device
+
+    @property
+    def method(self) -> str:
+        """The imputation method."""
+        return str(self.config["method"])
+
+    @property
+    def fusion_weights(self) -> dict[str, float]:
+        """The weights lambda of the modalities in the fused latent vector."""
+        with torch.no_grad():
+            w = self.net.fusion_weights().cpu().numpy()
+        return {m: float(v) for m, v in zip(self.net.modalities, w, strict=True)}
+
+    def __repr__(self) -> str:
+        n_par = sum(p.numel() for p in self.net.parameters())
+        return (
+            f"ImputationModel(method={self.method!r}, modalities={list(self.net.modalities)}, "
+            f"n_genes={len(self.var_names)}, loss={self.config['loss']!r}, parameters={n_par:,}, device={str(self.device)!r})"
+        )
+
+    # ------------------------------------------------------------------------------------------------
+    def predict(
+        self,
+        adata: AnnData,
+        *,
+        layer: str | None = None,
+        key_added: str | None = None,
+        image_key: str | None = None,
+        keep_observed: bool | None = None,
+        output: str | None = None,
+        copy: bool = False,
+    ) -> AnnData | None:
+        """Impute ``adata`` with the trained network (no training).
+
+        Parameters
+        ----------
+        adata
+            Annotated data with exactly the model's genes (same names, same order), raw counts in
+            ``layer``, and ``obsm['spatial']`` / ``obsm[image_key]`` when the model uses them.
+        layer
+            Layer with the counts; ``None`` uses ``adata.X``.
+        key_added
+            Layer (and ``uns`` key) to write; default ``"imputed_" + method``.
+        image_key
+            Key of the image features in ``adata.obsm``; default: the one used in training.
+        keep_observed
+            Keep the observed non-zero values (rescaled to the reference depth for ``"normalized"``);
+            ``None``: ``True`` except for ``output="normalized"``.
+        output
+            ``"conditional"`` or ``"expected"`` (see :func:`stimpute.tl.impute`); default: as in training.
+        copy
+            Return a modified copy instead of writing to ``adata``.
+
+        Returns
+        -------
+        ``None``, or the modified copy when ``copy=True``. Sets ``adata.layers[key_added]`` (float32,
+        count scale) and ``adata.uns[key_added]`` (``params``, ``device``, ``wall_time``, and the
+        training ``history``/``best_epoch`` of the model).
+        """
+        from ..tl._impute import _check_inputs, _check_output, _write_result
+        from ..tl._impute import _restore as restore_observed
+
+        start = time.perf_counter()
+        image_key = self.config.get("image_key", "X_image") if image_key is None else image_key
+        key_added = f"imputed_{self.method}" if key_added is None else key_added
+        output = self.config.get("output", "conditional") if output is None else output
+        keep_observed = (output != "normalized") if keep_observed is None else bool(keep_observed)
+        _check_output(output, self.config)
+        X, coords, image = _check_inputs(
+            adata,
+            self.method,
+            layer=layer,
+            image_key=image_key,
+            modalities=self.config["modalities"],
+            needs_coords=self._needs_coords(),
+            max_dense_gb=float(self.config.get("max_dense_gb", 8.0)),
+            n_params=sum(p.numel() for p in self.net.parameters()),
+            compute_image=False,
+        )
+        self._check_genes(adata)
+        if "image" in self.config["modalities"] and image.shape[1] != self.config["n_image_features"]:
+            msg = (
+                f"`adata.obsm[{image_key!r}]` has {image.shape[1]} features but the model was trained on "
+                f"{self.config['n_image_features']}; compute them with the same `st.pp.image_features` settings."
+            )
+            raise ValueError(msg)
+        prep = prepare(X, config=self.config, norm=self.config["norm"], coords=coords, image=image)
+        attach_projection(prep, self.net)
+        out = predict(
+            self.net,
+            prep,
+            self.device,
+            loss=self.config["loss"],
+            output=output,
+            gene_max=self.config["norm"].get("gene_max"),
+            reference_library=reference_library(self.config["norm"]),
+        )
+        if keep_observed:
+            restore_observed(out, X, to_depth=self.config["norm"]["library_median"] if output == "normalized" else None)
+        if copy:
+            adata = adata.copy()
+        params = dict(self.config.get("params", {}))
+        params.update(
+            {
+                "layer": "X" if layer is None else layer,
+                "keep_observed": keep_observed,
+                "image_key": image_key,
+                "output": output,
+            }
+        )
+        _write_result(
+            adata,
+            key_added,
+            out,
+            params=params,
+            history=self.config.get("history", {"epoch": [], "train_loss": [], "val_loss": []}),
+            best_epoch=int(self.config.get("best_epoch", -1)),
+            device=str(self.device),
+            wall_time=time.perf_counter() - start,
+            extra={"fusion_weights": self.fusion_weights, "trained": False},
+        )
+        logg.info(
+            f"    imputed with a loaded {self.method} model: added `adata.layers[{key_added!r}]`", time_start=start
+        )
+        return adata if copy else None
+
+    def _needs_coords(self) -> bool:
+        c = self.config
+        return "position" in c["modalities"] or bool(c.get("neighbours")) or c.get("spatial_reg", 0) > 0
+
+    def _check_genes(self, adata: AnnData) -> None:
+        names = list(map(str, adata.var_names))
+        if names == self.var_names:
+            return
+        ours, theirs = set(self.var_names), set(names)
+        missing = [g for g in self.var_names if g not in theirs]
+        extra = [g for g in names if g not in ours]
+        if not missing and not extra:
+            msg = (
+                "`adata` has the model's genes in a different order; reorder them first: "
+                "`adata = adata[:, model.var_names].copy()`."
+            )
+        else:
+            msg = (
+                f"`adata` has different genes from the model ({len(self.var_names)} genes): {len(missing)} of the "
+                f"model's genes are missing (e.g. {missing[:3]}) and {len(extra)} genes are not in the model "
+                f"(e.g. {extra[:3]}). Subset both to the shared genes and retrain, or, if all model genes are "
+                "present, use `adata[:, model.var_names].copy()`."
+            )
+        raise ValueError(msg)
+
+    # ------------------------------------------------------------------------------------------------
+    def save(self, dirname: str | os.PathLike, *, overwrite: bool = False) -> None:
+        """Write ``model.pt`` (state dict) and ``config.json`` into folder ``dirname``.
+
+        Parameters
+        ----------
+        dirname
+            Folder to create (or reuse when empty).
+        overwrite
+            Replace an existing saved model in ``dirname``.
+        """
+        path = Path(dirname)
+        if path.exists() and not path.is_dir():
+            msg = f"`dirname={str(path)!r}` exists and is not a folder; pass a folder path."
+            raise FileExistsError(msg)
+        if (path / MODEL_FILE).exists() or (path / CONFIG_FILE).exists():
+            if not overwrite:
+                msg = f"{str(path)!r} already holds a saved model; pass `overwrite=True` to replace it."
+                raise FileExistsError(msg)
+        path.mkdir(parents=True, exist_ok=True)
+        from .. import __version__
+
+        state = {k: v.detach().cpu() for k, v in self.net.state_dict().items()}
+        torch.save(state, path / MODEL_FILE)
+        config = dict(self.config)
+        config["var_names"] = self.var_names
+        config["stimpute_version"] = __version__
+        config["format_version"] = FORMAT_VERSION
+        with open(path / CONFIG_FILE, "w") as fh:
+            json.dump(_jsonable(config), fh, indent=1)
+        logg.info(f"saved {self.method} model to {str(path)!r}")
+
+
+def load_model(dirname: str | os.PathLike, device: str | None = None) -> ImputationModel:
+    """Load a model written by :meth:`ImputationModel.save` (``weights_only=True``)."""
+    path = Path(dirname)
+    if not (path / MODEL_FILE).exists() or not (path / CONFIG_FILE).exists():
+        msg = f"{str(path)!r} holds no saved model (expected {MODEL_FILE!r} and {CONFIG_FILE!r}); save one with `model.save(dir)`."
+        raise FileNotFoundError(msg)
+    with open(path / CONFIG_FILE) as fh:
+        config = json.load(fh)
+    if int(config.get("format_version", 0)) > FORMAT_VERSION:
+        msg = f"{str(path)!r} was saved by a newer stimpute ({config.get('stimpute_version')}); upgrade stimpute to load it."
+        raise ValueError(msg)
+    dev = resolve_device(device)
+    net = build_net(config)
+    state = torch.load(path / MODEL_FILE, map_location=dev, weights_only=True)
+    net.load_state_dict(state)
+    net.to(dev)
+    net.eval()
+    var_names = config.pop("var_names")
+    return ImputationModel(net, config, var_names, dev)
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj

@@ -1,0 +1,218 @@
+"""The imputation network: per-modality encoders, a weighted-sum fusion and a gene decoder.
+
+One class covers the four methods of :func:`stimpute.tl.impute`; a method is a choice of modalities:
+
+``"autoencoder"``  counts only (the spot's own masked ``log1p`` counts)
+``"positional"``   position only (Fourier and polynomial features of the normalised (x, y))
+``"image"``        image features only (``obsm[image_key]``, standardised)
+``"multimodal"``   all three; the count encoder also reads the mean ``log1p`` counts of the spot's
+                   spatial neighbours
+
+Each encoder maps its input to a latent vector of size ``latent_dim``; the latents are summed with
+weights ``softmax(fusion_logits)`` (the lambda_1..3 of the reference design) and decoded, together with
+the spot's standardised log library size, to one value per gene (``log1p`` counts for ``loss="mse"``,
+the log of the rate for ``loss="nb"``/``"poisson"``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import nn
+
+MODALITIES = ("counts", "position", "image")
+
+
+def _mlp(sizes: Sequence[int], *, dropout: float = 0.0, last_activation: bool = True) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2 or last_activation:
+            layers.append(nn.ReLU())
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers)
+
+
+class CountEncoder(nn.Module):
+    """``[own masked log1p counts, neighbours' mean log1p counts] -> hidden -> latent``.
+
+    With ``n_pcs > 0`` both inputs are first projected on fixed principal axes of the training
+    ``log1p`` matrix (a buffer, saved with the weights): far fewer weights to fit, so the encoder
+    does not memorise spots, and a much cheaper first layer.
+    """
+
+    def __init__(
+        self,
+        n_genes: int,
+        hidden: Sequence[int],
+        latent_dim: int,
+        *,
+        neighbours: bool,
+        dropout: float,
+        n_pcs: int,
+        normalize: bool = False,
+    ):
+        super().__init__()
+        h0 = hidden[0]
+        self.n_pcs = int(n_pcs)
+        self.normalize = bool(normalize)
+        # total that every spot's (masked) counts are scaled to before log1p when `normalize`
+        self.register_buffer("target_total", torch.ones(()))
+        n_in = self.n_pcs if self.n_pcs > 0 else n_genes
+        if self.n_pcs > 0:
+            self.register_buffer("projection", torch.zeros(n_genes, self.n_pcs))
+        self.own = nn.Linear(n_in, h0)
+        self.neigh = nn.Linear(n_in, h0, bias=False) if neighbours else None
+        self.rest = _mlp([h0, *hidden[1:], latent_dim], dropout=dropout)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+
+    def forward(
+        self, counts: torch.Tensor, neigh: torch.Tensor | None, neigh_proj: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        if self.normalize:  # composition, not depth: scale the visible counts to a common total
+            raw = torch.expm1(counts)
+            total = raw.sum(dim=1, keepdim=True).clamp(min=1.0)
+            counts = torch.log1p(raw * (self.target_total / total))
+        if self.n_pcs > 0:
+            counts = counts @ self.projection
+            neigh = neigh_proj if neigh_proj is not None else (None if neigh is None else neigh @ self.projection)
+        h = self.own(counts)
+        if self.neigh is not None:
+            h = h + self.neigh(neigh)
+        return self.rest(self.dropout(torch.relu(h)))
+
+
+class ImputeNet(nn.Module):
+    """Encoders for the chosen modalities, weighted-sum fusion, decoder to genes.
+
+    Parameters
+    ----------
+    n_genes
+        Number of genes (input and output size of the count path).
+    modalities
+        Subset of ``("counts", "position", "image")``.
+    n_position_features, n_image_features
+        Input sizes of the position and image encoders (0 when the modality is off).
+    count_hidden, position_hidden, image_hidden, decoder_hidden
+        Hidden layer widths.
+    latent_dim
+        Size of every modality's latent vector.
+    neighbours
+        Whether the count encoder also reads the neighbours' mean counts.
+    library_size
+        Whether the decoder also reads the spot's standardised log library size.
+    neighbour_skip
+        Add a per-gene linear term in the neighbours' values of the same gene to the output (needs
+        ``neighbours``): the latent vector is shared by all genes, this path carries gene-specific
+        spatial information past it.
+    count_pcs
+        Project the count inputs on this many fixed principal axes first (0: use all genes).
+    normalize_counts
+        Scale each spot's visible counts to a common total before ``log1p`` in the count encoder (the
+        neighbour inputs are built the same way), so that it reads composition and depth enters only
+        through the library size.
+    detection
+        Also output a detection logit per gene (``P(count > 0)``): the output then has ``2 * n_genes``
+        columns, the value (``log1p`` given detection) first.
+    dropout
+        Dropout after hidden layers.
+    gene_offset
+        Initial per-gene output bias (e.g. each gene's mean ``log1p`` non-zero value).
+    """
+
+    def __init__(
+        self,
+        n_genes: int,
+        modalities: Sequence[str],
+        *,
+        n_position_features: int = 0,
+        n_image_features: int = 0,
+        count_hidden: Sequence[int] = (256,),
+        position_hidden: Sequence[int] = (64, 128),
+        image_hidden: Sequence[int] = (64,),
+        decoder_hidden: Sequence[int] = (256,),
+        latent_dim: int = 64,
+        neighbours: bool = False,
+        library_size: bool = True,
+        neighbour_skip: bool = False,
+        count_pcs: int = 0,
+        normalize_counts: bool = False,
+        detection: bool = False,
+        dropout: float = 0.0,
+        gene_offset: torch.Tensor | None = None,
+    ):
+        super().__init__()
+        self.modalities = tuple(m for m in MODALITIES if m in modalities)
+        self.library_size = bool(library_size)
+        self.encoders = nn.ModuleDict()
+        if "counts" in self.modalities:
+            self.encoders["counts"] = CountEncoder(
+                n_genes,
+                list(count_hidden),
+                latent_dim,
+                neighbours=neighbours,
+                dropout=dropout,
+                n_pcs=count_pcs,
+                normalize=normalize_counts,
+            )
+        if "position" in self.modalities:
+            self.encoders["position"] = _mlp([n_position_features, *position_hidden, latent_dim], dropout=dropout)
+        if "image" in self.modalities:
+            self.encoders["image"] = _mlp([n_image_features, *image_hidden, latent_dim], dropout=dropout)
+        # lambda_1..3 of the reference design: softmax of free logits, all equal at the start
+        self.fusion_logits = nn.Parameter(torch.zeros(len(self.modalities)))
+        dec_in = latent_dim + (1 if self.library_size else 0)
+        self.decoder = _mlp([dec_in, *decoder_hidden], dropout=dropout) if decoder_hidden else nn.Identity()
+        self.n_genes = int(n_genes)
+        self.detection = bool(detection)
+        n_out = n_genes * (2 if self.detection else 1)
+        self.out = nn.Linear(decoder_hidden[-1] if decoder_hidden else dec_in, n_out)
+        if gene_offset is not None:
+            with torch.no_grad():
+                self.out.bias[:n_genes].copy_(gene_offset)
+        # log inverse dispersion per gene, used only by loss="nb"
+        self.log_theta = nn.Parameter(torch.zeros(n_genes))
+        self.neighbour_skip = bool(neighbour_skip and neighbours and "counts" in self.modalities)
+        if self.neighbour_skip:
+            # per gene: weights of the neighbours' shrunk mean non-zero value (as a deviation from the
+            # gene mean) and of their detection rate; value head first, then the detection head
+            self.skip_weight = nn.Parameter(torch.zeros(4 if self.detection else 2, n_genes))
+
+    def skip(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The per-gene neighbour term added to the output."""
+        f1, f2 = batch["neigh_estimate"], batch["neigh_detect"]
+        value = self.skip_weight[0] * f1 + self.skip_weight[1] * f2
+        if not self.detection:
+            return value
+        return torch.cat([value, self.skip_weight[2] * f1 + self.skip_weight[3] * f2], dim=1)
+
+    def fusion_weights(self) -> torch.Tensor:
+        """The weights lambda of the modalities, in the order of ``self.modalities``."""
+        return torch.softmax(self.fusion_logits, dim=0)
+
+    def forward(self, batch: Mapping[str, torch.Tensor], keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Predict one value per gene for each spot of ``batch``.
+
+        ``keep`` (training only) is a ``(n_spots, n_modalities)`` 0/1 mask of the modalities each spot
+        may use (modality dropout); the weights of the kept modalities are renormalised to sum to 1.
+        """
+        weights = self.fusion_weights()[None, :]
+        if keep is not None:
+            weights = weights * keep
+            weights = weights / weights.sum(dim=1, keepdim=True).clamp(min=1e-8)
+        z = None
+        for i, m in enumerate(self.modalities):
+            if m == "counts":
+                zm = self.encoders["counts"](batch["counts"], batch.get("neigh"), batch.get("neigh_proj"))
+            else:
+                zm = self.encoders[m](batch[m])
+            zm = weights[:, i : i + 1] * zm
+            z = zm if z is None else z + zm
+        if self.library_size:
+            z = torch.cat([z, batch["library"]], dim=1)
+        out = self.out(self.decoder(z))
+        if self.neighbour_skip:
+            out = out + self.skip(batch)
+        return out

@@ -1,0 +1,365 @@
+"""Training loop: masked (denoising) minibatches, validation on held-back observed entries, early stopping."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ._data import Prepared, batch, zero_holdout
+from ._module import ImputeNet
+
+LOSSES = ("mse", "nb", "poisson")
+
+
+def nb_nll(counts: torch.Tensor, mu: torch.Tensor, log_theta: torch.Tensor) -> torch.Tensor:
+    """Elementwise negative log-likelihood of a negative binomial with mean ``mu`` and inverse dispersion ``theta``."""
+    theta = torch.exp(log_theta).clamp(1e-4, 1e6)
+    log_theta_mu = torch.log(theta + mu + 1e-8)
+    return -(
+        torch.lgamma(counts + theta)
+        - torch.lgamma(theta)
+        - torch.lgamma(counts + 1)
+        + theta * (torch.log(theta + 1e-8) - log_theta_mu)
+        + counts * (torch.log(mu + 1e-8) - log_theta_mu)
+    )
+
+
+def poisson_nll(counts: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
+    """Elementwise negative log-likelihood of a Poisson with mean ``mu``."""
+    return mu - counts * torch.log(mu + 1e-8) + torch.lgamma(counts + 1)
+
+
+def elementwise_loss(
+    net: ImputeNet, out: torch.Tensor, target_log1p: torch.Tensor, size_factor: torch.Tensor, loss: str
+) -> torch.Tensor:
+    """Loss per entry: squared error on ``log1p`` (mse) or the count likelihood (nb, poisson)."""
+    if loss == "mse":
+        return (out - target_log1p) ** 2
+    counts = torch.expm1(target_log1p)
+    mu = torch.exp(out.clamp(max=20.0)) * size_factor[:, None]
+    if loss == "nb":
+        return nb_nll(counts, mu, net.log_theta[None, :])
+    return poisson_nll(counts, mu)
+
+
+def _zero_holdout(idx: np.ndarray, n_genes: int, val_fraction: float, seed: int, device: torch.device) -> torch.Tensor:
+    """Fixed part of every spot's entries set aside to validate the zero targets."""
+    return torch.from_numpy(zero_holdout(idx, n_genes, val_fraction, seed)).to(device)
+
+
+def _masked_batch_loss(
+    net: ImputeNet,
+    prep: Prepared,
+    idx: np.ndarray,
+    device: torch.device,
+    gen: torch.Generator,
+    *,
+    loss: str,
+    mask_fraction: float,
+    observed_weight: float,
+    detection_weight: float,
+    modality_dropout: float,
+    val_fraction: float,
+    seed: int,
+    cache: torch.Tensor | None,
+    nbr_index: torch.Tensor | None,
+    spatial_reg: float,
+) -> torch.Tensor:
+    b = batch(prep, idx, device, source="fit")
+    x = b["counts"]
+    n_genes = x.shape[1]
+    observed = x > 0
+    # one draw over all entries: the masked non-zero entries are hidden from the input, and the
+    # masked entries (zeros included) are the targets of the count likelihoods and the detection head
+    masked_all = torch.rand(x.shape, generator=gen).to(device) < mask_fraction
+    masked = observed & masked_all
+    b["counts"] = x.masked_fill(masked, 0.0)
+    keep = None
+    n_mod = len(net.modalities)
+    if modality_dropout > 0 and n_mod > 1:
+        # drop each modality of each spot with this probability, always keeping at least one
+        keep = (torch.rand((idx.size, n_mod), generator=gen) >= modality_dropout).float()
+        none = keep.sum(dim=1) == 0
+        if none.any():
+            pick = torch.randint(0, n_mod, (int(none.sum()),), generator=gen)
+            keep[none.nonzero().ravel(), pick] = 1.0
+        keep = keep.to(device)
+    out = net(b, keep)
+    value = out[:, :n_genes]
+    sf = torch.from_numpy(prep.size_factor[idx]).to(device)
+    per_entry = elementwise_loss(net, value, x, sf, loss)
+    weight = masked.float() + observed_weight * (observed & ~masked).float()
+    zero_targets = None
+    if loss != "mse" or net.detection:
+        # zeros are targets too, except validation entries and a fixed part of the zeros kept for validation
+        is_val = torch.from_numpy(prep.L_val[idx].toarray() > 0).to(device)
+        zero_targets = (~observed) & masked_all & (~is_val) & (~_zero_holdout(idx, n_genes, val_fraction, seed, device))
+    if loss != "mse":
+        weight = weight + zero_targets.float()
+    total = (per_entry * weight).sum() / weight.sum().clamp(min=1.0)
+    if net.detection:
+        logits = out[:, n_genes:]
+        w = masked.float() + zero_targets.float() + observed_weight * (observed & ~masked).float()
+        bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, observed.float(), reduction="none")
+        total = total + detection_weight * (bce * w).sum() / w.sum().clamp(min=1.0)
+    if spatial_reg > 0 and cache is not None:
+        idx_t = torch.from_numpy(idx).to(device)
+        target = cache[nbr_index[idx_t]].mean(dim=1)
+        total = total + spatial_reg * ((out - target) ** 2).mean()
+        cache[idx_t] = out.detach()
+    return total
+
+
+@torch.inference_mode()
+def validation_loss(
+    net: ImputeNet,
+    prep: Prepared,
+    device: torch.device,
+    *,
+    loss: str,
+    detection_weight: float,
+    val_fraction: float,
+    seed: int,
+    chunk: int,
+) -> float:
+    """Loss on the validation entries, computed from their spots' other observed entries (nothing masked).
+
+    The value loss covers the validation (observed non-zero) entries; count likelihoods and the
+    detection head also score the fixed part of the zeros that training leaves out.
+    """
+    net.eval()
+    value_sum, value_w, det_sum, det_w = 0.0, 0.0, 0.0, 0.0
+    n_obs = prep.n_obs
+    for start in range(0, n_obs, chunk):
+        idx = np.arange(start, min(n_obs, start + chunk))
+        b = batch(prep, idx, device, source="fit")
+        x = b["counts"]
+        n_genes = x.shape[1]
+        v = torch.from_numpy(prep.L_val[idx].toarray()).to(device)
+        out = net(b)
+        sf = torch.from_numpy(prep.size_factor[idx]).to(device)
+        per_entry = elementwise_loss(net, out[:, :n_genes], v, sf, loss)
+        w = (v > 0).float()
+        zeros = None
+        if loss != "mse" or net.detection:
+            zeros = (x == 0) & (v == 0) & _zero_holdout(idx, n_genes, val_fraction, seed, device)
+        if loss != "mse":
+            w = w + zeros.float()
+        value_sum += float((per_entry * w).sum())
+        value_w += float(w.sum())
+        if net.detection:
+            wd = (v > 0).float() + zeros.float()
+            bce = torch.nn.functional.binary_cross_entropy_with_logits(
+                out[:, n_genes:], (v > 0).float(), reduction="none"
+            )
+            det_sum += float((bce * wd).sum())
+            det_w += float(wd.sum())
+    if value_w == 0:
+        return float("nan")
+    total = value_sum / value_w
+    if net.detection and det_w > 0:
+        total += detection_weight * det_sum / det_w
+    return total
+
+
+def train(
+    net: ImputeNet,
+    prep: Prepared,
+    *,
+    device: torch.device,
+    gen: torch.Generator,
+    loss: str,
+    max_epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    weight_decay: float,
+    patience: int,
+    mask_fraction: float,
+    observed_weight: float,
+    detection_weight: float,
+    modality_dropout: float,
+    val_fraction: float,
+    spatial_reg: float,
+    seed: int,
+    progress: bool,
+    lr_decay: float = 1.0,
+    min_delta: float = 1e-3,
+) -> dict:
+    """Train ``net`` in place and restore the weights of the epoch with the lowest validation loss.
+
+    An epoch counts as an improvement when the validation loss drops by more than ``min_delta``
+    (relative) below the best so far, and training stops after ``patience`` epochs without one. The
+    learning rate is multiplied by ``lr_decay`` after ``patience // 3`` epochs without a drop of
+    ``5 * min_delta``, so it decays as soon as progress slows down.
+
+    Returns
+    -------
+    ``{"history": {"epoch", "train_loss", "val_loss"}, "best_epoch", "stopped_early", "train_time"}``.
+    """
+    start = time.perf_counter()
+    net.to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=learning_rate, weight_decay=weight_decay)
+    # multiply the learning rate by lr_decay after a third of `patience` epochs without improvement
+    scheduler = (
+        torch.optim.lr_scheduler.ReduceLROnPlateau(
+            opt, factor=lr_decay, patience=max(1, patience // 3), threshold=5 * min_delta, threshold_mode="rel"
+        )
+        if lr_decay < 1
+        else None
+    )
+    n_obs = prep.n_obs
+    has_val = prep.L_val.nnz > 0
+    cache = nbr_index = None
+    if spatial_reg > 0:
+        k = int(np.diff(prep.graph.indptr).max())
+        nbr_index = torch.from_numpy(prep.graph.indices.reshape(n_obs, k).astype(np.int64)).to(device)
+        cache = net.out.bias.detach().clone()[None, :].repeat(n_obs, 1).to(device)
+    history: dict[str, list] = {"epoch": [], "train_loss": [], "val_loss": []}
+    best_loss, best_epoch, best_state, bad = math.inf, 0, None, 0
+    chunk = max(batch_size, 512)
+    bar = tqdm(range(1, max_epochs + 1), disable=not progress, desc="training", unit="epoch", leave=False)
+    stopped_early = False
+    for epoch in bar:
+        net.train()
+        order = torch.randperm(n_obs, generator=gen).numpy()
+        running, n_batches = 0.0, 0
+        for s in range(0, n_obs, batch_size):
+            idx = np.sort(order[s : s + batch_size])
+            if idx.size < 2 and n_batches > 0:
+                continue
+            opt.zero_grad(set_to_none=True)
+            value = _masked_batch_loss(
+                net,
+                prep,
+                idx,
+                device,
+                gen,
+                loss=loss,
+                mask_fraction=mask_fraction,
+                observed_weight=observed_weight,
+                detection_weight=detection_weight,
+                modality_dropout=modality_dropout,
+                val_fraction=val_fraction,
+                seed=seed,
+                cache=cache,
+                nbr_index=nbr_index,
+                spatial_reg=spatial_reg,
+            )
+            value.backward()
+            opt.step()
+            running += float(value.detach())
+            n_batches += 1
+        train_loss = running / max(1, n_batches)
+        val = (
+            validation_loss(
+                net,
+                prep,
+                device,
+                loss=loss,
+                detection_weight=detection_weight,
+                val_fraction=val_fraction,
+                seed=seed,
+                chunk=chunk,
+            )
+            if has_val
+            else float("nan")
+        )
+        history["epoch"].append(epoch)
+        history["train_loss"].append(float(train_loss))
+        history["val_loss"].append(float(val))
+        bar.set_postfix(train=f"{train_loss:.4f}", val=f"{val:.4f}")
+        if not np.isfinite(train_loss):
+            msg = (
+                f"Training diverged at epoch {epoch} (loss {train_loss}); lower `learning_rate` "
+                f"(now {learning_rate}) or use `loss='mse'`."
+            )
+            raise FloatingPointError(msg)
+        monitored = val if has_val else train_loss
+        if scheduler is not None:
+            scheduler.step(monitored)
+        improved = not math.isfinite(best_loss) or monitored < best_loss - min_delta * abs(best_loss)
+        if best_state is None or monitored < best_loss:  # keep the weights of the lowest loss
+            best_loss, best_epoch = monitored, epoch
+            best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        bad = 0 if improved else bad + 1  # patience counts epochs without a real improvement
+        if has_val and bad >= patience:
+            stopped_early = True
+            break
+    bar.close()
+    if best_state is not None:
+        net.load_state_dict(best_state)
+    net.eval()
+    return {
+        "history": history,
+        "best_epoch": int(best_epoch),
+        "stopped_early": stopped_early,
+        "train_time": time.perf_counter() - start,
+    }
+
+
+@torch.inference_mode()
+def predict(
+    net: ImputeNet,
+    prep: Prepared,
+    device: torch.device,
+    *,
+    loss: str,
+    output: str,
+    gene_max: np.ndarray | None,
+    reference_library: float = 0.0,
+    chunk: int = 512,
+) -> np.ndarray:
+    """Imputed counts for every spot from all its observed entries, float32 ``(n_obs, n_genes)``.
+
+    ``output="conditional"`` gives the expected count given that the gene is detected,
+    ``"expected"`` the expected count including dropouts, both at the spot's own depth;
+    ``"normalized"`` the prediction at the reference depth (standardised log library size
+    ``reference_library``, size factor 1) for every spot: the expected count when the network has
+    a detection head or a count likelihood, else the conditional one. With ``gene_max``, values are capped at
+    each gene's largest count seen in training.
+    """
+    net.eval()
+    net.to(device)
+    n_genes = prep.L_obs.shape[1]
+    out = np.empty(prep.L_obs.shape, dtype=np.float32)
+    cap = None if gene_max is None else torch.as_tensor(np.asarray(gene_max, dtype=np.float32), device=device)
+    for start in range(0, prep.n_obs, chunk):
+        idx = np.arange(start, min(prep.n_obs, start + chunk))
+        b = batch(prep, idx, device, source="obs")
+        sf = torch.from_numpy(prep.size_factor[idx]).to(device)[:, None]
+        if output == "normalized":
+            b["library"] = torch.full_like(b["library"], float(reference_library))
+            sf = torch.ones_like(sf)
+        raw = net(b).float()
+        block = readout(
+            net, raw, sf, n_genes=n_genes, loss=loss, output="expected" if output == "normalized" else output
+        )
+        if cap is not None:
+            block = torch.minimum(block, cap[None, :])
+        out[idx] = block.cpu().numpy()
+    return out
+
+
+def readout(
+    net: ImputeNet, raw: torch.Tensor, sf: torch.Tensor, *, n_genes: int, loss: str, output: str
+) -> torch.Tensor:
+    """Network output to counts (see :func:`predict`)."""
+    value = raw[:, :n_genes]
+    if loss == "mse":
+        cond = torch.expm1(value.clamp(min=0.0))
+        if output == "conditional" or not net.detection:
+            return cond
+        return torch.sigmoid(raw[:, n_genes:]) * cond
+    mu = torch.exp(value.clamp(max=20.0)) * sf
+    if output == "expected":
+        return mu
+    if loss == "poisson":
+        p_zero = torch.exp(-mu)
+    else:
+        theta = torch.exp(net.log_theta).clamp(1e-4, 1e6)[None, :]
+        p_zero = torch.exp(theta * (torch.log(theta) - torch.log(theta + mu)))
+    return mu / (1.0 - p_zero).clamp(min=1e-6)

@@ -1,0 +1,128 @@
+"""Smoke test of the benchmark harness (benchmarks/run_benchmark.py) on tiny synthetic data.
+
+The benchmark itself is not part of the test suite; this runs its ``--quick`` mode in a subprocess
+(synthetic data, 2 gene folds, 2 epochs) and checks the tables it writes. scVI is left out here
+because importing scvi-tools alone takes about 15 s; the full benchmark runs it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import stimpute as st
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "benchmarks" / "run_benchmark.py"
+METHODS = [
+    "knn",
+    "autoencoder",
+    "positional",
+    "image",
+    "multimodal",
+    "multimodal_nb",
+    "smoothing",
+    "magic",
+    "stlearn_sme",
+]
+PROTOCOLS = ["entries", "gene_folds", "thinning"]
+LABELS = {
+    "knn": "stimpute: knn",
+    "autoencoder": "stimpute: autoencoder",
+    "positional": "stimpute: positional",
+    "image": "stimpute: image",
+    "multimodal": "stimpute: multimodal",
+    "multimodal_nb": "stimpute: multimodal (loss=nb)",
+    "smoothing": "spatial smoothing (7-spot mean)",
+    "magic": "MAGIC",
+    "stlearn_sme": "stLearn SME",
+}
+
+
+def _run(out: Path, *extra: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+    cmd = [sys.executable, str(SCRIPT), "--quick", "--threads", "1", "--out", str(out), *extra]
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
+
+
+@pytest.fixture(scope="module")
+def quick_results(tmp_path_factory) -> tuple[pd.DataFrame, Path, str]:
+    out = tmp_path_factory.mktemp("bench")
+    proc = _run(out, "--methods", *METHODS)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return pd.read_csv(out / "benchmark.csv"), out, proc.stdout
+
+
+def test_rows_for_every_method_and_protocol(quick_results):
+    table, _, _ = quick_results
+    assert set(table["dataset"]) == {"synthetic"}
+    for protocol in PROTOCOLS:
+        sub = table[table["protocol"] == protocol]
+        expected = [LABELS[m] for m in METHODS] + ["baseline: train as is", "baseline: gene mean"]
+        assert sorted(sub["method"]) == sorted(expected), protocol
+    # one row per (protocol, method): folds are averaged, not listed
+    assert not table.duplicated(["dataset", "protocol", "method"]).any()
+    assert (table.loc[table["protocol"] == "gene_folds", "n_splits"].dropna() == 2).all()
+
+
+def test_values_are_sane(quick_results):
+    table, _, _ = quick_results
+    ok = table[(table["status"] == "ok") & table["protocol"].isin(PROTOCOLS)]
+    assert len(ok) >= 3 * 4  # at least the peers and baselines of every protocol
+    for col in ["rmse_raw", "rmse_log1p", "rmse_log2cpm", "n_hidden"]:
+        assert (ok[col] > 0).all() and np.isfinite(ok[col]).all(), col
+    r = ok["pearson_log1p"].dropna()
+    assert ((r >= -1) & (r <= 1)).all()
+    methods = ok[ok["family"].isin(["stimpute", "peer"])]
+    assert (methods["wall_s"] >= 0).all() and np.isfinite(methods["peak_rss_mb"]).all()
+    # the same hidden entries for every method of a protocol
+    for _, sub in ok.groupby("protocol"):
+        assert sub["n_hidden"].nunique() == 1
+    # smoothing the neighbours beats predicting the zeros that the training layer has at hidden entries
+    entries = ok[ok["protocol"] == "entries"].set_index("method")
+    assert (
+        entries.loc["spatial smoothing (7-spot mean)", "rmse_log1p"]
+        < entries.loc["baseline: train as is", "rmse_log1p"]
+    )
+    # labelled synthetic domains: clustering the full counts recovers them well
+    ref = table[table["method"] == "reference: all counts"]
+    assert len(ref) == 1 and ref["ari"].iloc[0] > 0.5
+
+
+def test_stimpute_and_peer_status(quick_results):
+    table, _, _ = quick_results
+    status = table[table["protocol"] == "entries"].set_index("method")["status"]
+    assert status["stLearn SME"].startswith("not run")
+    assert status["spatial smoothing (7-spot mean)"] == "ok"
+    if importlib.util.find_spec("magic") is not None:
+        assert status["MAGIC"] == "ok"
+    else:
+        assert status["MAGIC"].startswith("not available")
+    for m in ["knn", "autoencoder", "positional", "image", "multimodal", "multimodal_nb"]:
+        if hasattr(st.tl, "impute"):
+            assert status[LABELS[m]] == "ok", status[LABELS[m]]
+        else:
+            assert status[LABELS[m]].startswith("not available")
+
+
+def test_markdown_and_plot(quick_results):
+    table, out, stdout = quick_results
+    md = (out / "benchmark.md").read_text()
+    assert "| protocol | method | RMSE log1p |" in md
+    assert md.count("\n| gene_folds |") == (table["protocol"] == "gene_folds").sum()
+    png = out / "benchmark.png"
+    assert png.stat().st_size > 10_000 and png.read_bytes()[:4] == b"\x89PNG"
+    assert "wrote" in stdout  # progress is printed
+
+
+def test_bad_arguments_fail(tmp_path):
+    proc = _run(tmp_path, "--methods", "no_such_method")
+    assert proc.returncode != 0 and "invalid choice" in proc.stderr
+    assert not (tmp_path / "benchmark.csv").exists()

@@ -1,0 +1,408 @@
+"""Tests of ``st.tl.impute`` (all methods), the kNN helpers and the validation split."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import anndata as ad
+import numpy as np
+import pytest
+from scipy import sparse
+
+import stimpute as st
+from stimpute.tl import _knn
+
+torch = pytest.importorskip("torch")
+
+LEARNED = ("autoencoder", "positional", "image", "multimodal")
+UNS_KEYS = {"params", "history", "best_epoch", "device", "wall_time", "fusion_weights"}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _with_image(adata: ad.AnnData) -> ad.AnnData:
+    crops = st.get.spot_crops(adata, spot_scale=2.0).astype(np.float64)
+    adata.obsm["X_image"] = np.hstack([crops.mean(axis=(1, 2)), crops.std(axis=(1, 2))])
+    return adata
+
+
+@pytest.fixture
+def held(synthetic) -> ad.AnnData:
+    st.pp.holdout(synthetic, fraction=0.5, random_state=0)
+    return _with_image(synthetic)
+
+
+@pytest.fixture(scope="module")
+def scored() -> tuple[ad.AnnData, object]:
+    """400 spots x 100 genes, every method trained to convergence once, scored on the holdout."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    st.settings.device, st.settings.progress_bar, st.settings.verbosity = "cpu", False, 1
+    adata = st.datasets.synthetic_visium(n_spots=400, n_genes=100, random_state=1)
+    st.pp.holdout(adata, fraction=0.5, random_state=1)
+    _with_image(adata)
+    for method in ("knn", *LEARNED):
+        st.tl.impute(adata, method, layer="holdout_train", random_state=0)
+    scores = st.tl.evaluate(adata, [f"imputed_{m}" for m in ("knn", *LEARNED)])
+    torch.set_num_threads(threads)
+    return adata, scores
+
+
+# --- outputs ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["knn", *LEARNED])
+def test_every_method_writes_float32_layer_and_uns(held, method):
+    kwargs = {} if method == "knn" else {"max_epochs": 3}
+    st.tl.impute(held, method, layer="holdout_train", **kwargs)
+    key = f"imputed_{method}"
+    out = held.layers[key]
+    assert isinstance(out, np.ndarray)
+    assert out.dtype == np.float32
+    assert out.shape == held.shape
+    assert np.isfinite(out).all() and (out >= 0).all()
+    uns = held.uns[key]
+    assert UNS_KEYS <= set(uns)
+    assert set(uns["history"]) == {"epoch", "train_loss", "val_loss"}
+    assert uns["params"]["method"] == method
+    assert uns["device"] == "cpu"
+    assert uns["wall_time"] > 0
+    if method == "knn":
+        assert uns["best_epoch"] == -1
+        assert len(uns["history"]["epoch"]) == 0
+    else:
+        n = len(uns["history"]["epoch"])
+        assert n == 3
+        assert 1 <= uns["best_epoch"] <= n
+        assert uns["history"]["val_loss"][uns["best_epoch"] - 1] == pytest.approx(min(uns["history"]["val_loss"]))
+        assert len(uns["history"]["train_loss"]) == n
+
+
+def test_keep_observed_restores_observed_values(held):
+    st.tl.impute(held, "knn", layer="holdout_train", keep_observed=True, key_added="kept")
+    st.tl.impute(held, "knn", layer="holdout_train", keep_observed=False, key_added="raw")
+    train = held.layers["holdout_train"].tocoo()
+    np.testing.assert_array_equal(held.layers["kept"][train.row, train.col], train.data.astype(np.float32))
+    assert not np.array_equal(held.layers["raw"][train.row, train.col], train.data.astype(np.float32))
+    zero = held.layers["holdout_train"].toarray() == 0
+    np.testing.assert_array_equal(held.layers["kept"][zero], held.layers["raw"][zero])
+
+
+def test_learned_methods_beat_gene_mean(scored):
+    _, scores = scored
+    floor = scores.loc["baseline: gene mean"]
+    for method in LEARNED:
+        row = scores.loc[f"imputed_{method}"]
+        assert row["rmse_log1p"] < floor["rmse_log1p"], method
+        assert row["pearson_log1p"] > floor["pearson_log1p"], method
+    # the fused model beats the baseline by a clear margin and is the best learned method here
+    mm = scores.loc["imputed_multimodal"]
+    assert mm["rmse_log1p"] < 0.95 * floor["rmse_log1p"]
+
+
+def test_training_record_is_consistent(scored):
+    adata, _ = scored
+    for method in LEARNED:
+        uns = adata.uns[f"imputed_{method}"]
+        hist = uns["history"]
+        assert uns["best_epoch"] == int(hist["epoch"][int(np.argmin(hist["val_loss"]))])
+        assert hist["train_loss"][-1] < hist["train_loss"][0]
+        assert uns["n_parameters"] > 0
+    fw = adata.uns["imputed_multimodal"]["fusion_weights"]
+    assert set(fw) == {"counts", "position", "image"}
+    assert sum(fw.values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_deterministic_on_cpu(held):
+    for key in ("a", "b"):
+        st.tl.impute(held, "multimodal", layer="holdout_train", key_added=key, max_epochs=3, random_state=7)
+    np.testing.assert_array_equal(held.layers["a"], held.layers["b"])
+    np.testing.assert_array_equal(held.uns["a"]["history"]["val_loss"], held.uns["b"]["history"]["val_loss"])
+    st.tl.impute(held, "multimodal", layer="holdout_train", key_added="c", max_epochs=3, random_state=8)
+    assert not np.array_equal(held.layers["a"], held.layers["c"])
+
+
+def test_x_and_input_layer_unchanged(held):
+    X = held.X.copy()
+    train = held.layers["holdout_train"].copy()
+    st.tl.impute(held, "multimodal", layer="holdout_train", max_epochs=2)
+    st.tl.impute(held, "knn", layer="holdout_train")
+    assert (held.X != X).nnz == 0 and held.X.dtype == X.dtype
+    assert (held.layers["holdout_train"] != train).nnz == 0
+
+
+def test_copy_returns_new_object(held):
+    before = set(held.layers)
+    out = st.tl.impute(held, "autoencoder", layer="holdout_train", max_epochs=2, copy=True)
+    assert isinstance(out, ad.AnnData) and out is not held
+    assert "imputed_autoencoder" in out.layers
+    assert set(held.layers) == before and "imputed_autoencoder" not in held.uns
+    assert st.tl.impute(held, "knn", layer="holdout_train") is None
+
+
+def test_return_model_and_copy(held):
+    out, model = st.tl.impute(held, "positional", layer="holdout_train", max_epochs=2, copy=True, return_model=True)
+    assert "imputed_positional" in out.layers
+    assert model.method == "positional"
+    assert "ImputationModel" in repr(model)
+
+
+def test_h5ad_round_trip(held, tmp_path):
+    st.tl.impute(held, "multimodal", layer="holdout_train", max_epochs=2)
+    st.tl.impute(held, "knn", layer="holdout_train")
+    path = tmp_path / "imputed.h5ad"
+    held.write_h5ad(path)
+    back = ad.read_h5ad(path)
+    for key in ("imputed_multimodal", "imputed_knn"):
+        np.testing.assert_array_equal(back.layers[key], held.layers[key])
+        assert back.uns[key]["best_epoch"] == held.uns[key]["best_epoch"]
+        assert back.uns[key]["params"]["method"] == held.uns[key]["params"]["method"]
+        np.testing.assert_array_equal(back.uns[key]["history"]["val_loss"], held.uns[key]["history"]["val_loss"])
+    assert back.uns["imputed_multimodal"]["params"]["modalities"].tolist() == ["counts", "position", "image"]
+
+
+def test_count_likelihood_expected_is_below_conditional(held):
+    for loss in ("nb", "poisson"):
+        model = st.tl.impute(held, "autoencoder", layer="holdout_train", loss=loss, max_epochs=3, return_model=True)
+        model.predict(held, layer="holdout_train", key_added="cond", output="conditional")
+        model.predict(held, layer="holdout_train", key_added="exp", output="expected")
+        zero = held.layers["holdout_train"].toarray() == 0
+        # E[count] includes dropouts: at most E[count | detected] at every imputed entry, clearly below on average
+        assert (held.layers["exp"][zero] <= held.layers["cond"][zero] + 1e-5).all()
+        low = held.layers["cond"][zero] < 2
+        assert np.median(held.layers["exp"][zero][low] / held.layers["cond"][zero][low]) < 0.8
+        assert np.isfinite(held.uns["imputed_autoencoder"]["history"]["val_loss"]).all()
+
+
+def test_outputs_and_detection_head(held):
+    with pytest.raises(ValueError, match=r"`output='expected'` needs .*detection=True"):
+        st.tl.impute(held, "multimodal", layer="holdout_train", output="expected")
+    model = st.tl.impute(
+        held, "multimodal", layer="holdout_train", detection=True, max_epochs=3, return_model=True, output="expected"
+    )
+    assert held.uns["imputed_multimodal"]["params"]["output"] == "expected"
+    model.predict(held, layer="holdout_train", key_added="cond", output="conditional")
+    zero = held.layers["holdout_train"].toarray() == 0
+    assert (held.layers["imputed_multimodal"][zero] <= held.layers["cond"][zero] + 1e-6).all()
+    with pytest.raises(ValueError, match="`output` must be one of"):
+        model.predict(held, output="median")
+
+
+def test_normalized_output_removes_depth(held):
+    st.tl.impute(held, "positional", layer="holdout_train", max_epochs=20, key_added="cond")
+    st.tl.impute(held, "positional", layer="holdout_train", max_epochs=20, key_added="norm", output="normalized")
+    depth = np.log1p(np.asarray(held.layers["holdout_train"].sum(axis=1)).ravel())
+    zero = held.layers["holdout_train"].toarray() == 0
+
+    def depth_corr(key):
+        M = np.where(zero, held.layers[key], np.nan)
+        return np.corrcoef(np.nanmean(np.log1p(M), axis=1), depth)[0, 1]
+
+    assert held.uns["norm"]["params"]["keep_observed"] is False or not held.uns["norm"]["params"]["keep_observed"]
+    assert abs(depth_corr("norm")) < abs(depth_corr("cond"))
+    st.tl.impute(held, "knn", layer="holdout_train", output="normalized", key_added="knn_norm")
+    assert held.layers["knn_norm"].dtype == np.float32
+
+
+def test_spatial_regulariser_smooths_autoencoder(held):
+    common = {"layer": "holdout_train", "max_epochs": 5, "keep_observed": False}
+    st.tl.impute(held, "autoencoder", key_added="plain", **common)
+    st.tl.impute(held, "autoencoder", key_added="smooth", spatial_reg=10.0, **common)
+    graph = _knn.spatial_graph(held.obsm["spatial"], 6)
+
+    def roughness(M):
+        L = np.log1p(M)
+        return float(np.mean((L - graph @ L) ** 2))
+
+    assert roughness(held.layers["smooth"]) < roughness(held.layers["plain"])
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def test_split_observed_uses_only_stored_entries():
+    from stimpute._model._data import split_observed
+
+    rng = np.random.default_rng(0)
+    dense = rng.poisson(0.5, size=(60, 40)).astype(np.float32)
+    L = sparse.csr_matrix(dense)
+    fit, val = split_observed(L, 0.2, np.random.default_rng(1))
+    assert (fit + val != L).nnz == 0
+    assert fit.multiply(val).nnz == 0
+    assert val.nnz == int(round(0.2 * L.nnz))
+    vrows, vcols = val.nonzero()
+    assert (dense[vrows, vcols] > 0).all()  # never an entry that is zero in the input (e.g. hidden by holdout)
+    again, _ = split_observed(L, 0.2, np.random.default_rng(1))
+    assert (again != fit).nnz == 0
+
+
+def test_spatial_graph_excludes_self_and_is_row_normalised(synthetic):
+    coords = synthetic.obsm["spatial"]
+    g = _knn.spatial_graph(coords, 6)
+    assert g.shape == (synthetic.n_obs, synthetic.n_obs)
+    assert np.all(np.diff(g.indptr) == 6)
+    assert g.diagonal().sum() == 0
+    np.testing.assert_allclose(np.asarray(g.sum(axis=1)).ravel(), 1.0, rtol=1e-6)
+    g_self = _knn.spatial_graph(coords, 6, include_self=True)
+    assert np.all(g_self.diagonal() == pytest.approx(1 / 7))
+    # the 6 nearest spots on a hex grid are the ring at one spacing
+    d = np.linalg.norm(coords[g[0].indices] - coords[0], axis=1)
+    assert d.max() <= np.sort(np.linalg.norm(coords - coords[0], axis=1))[6] + 1e-9
+
+
+def test_knn_prediction_matches_definition():
+    L = sparse.csr_matrix(np.array([[0, 1.0, 0], [2.0, 0, 0], [4.0, 3.0, 0], [0, 0, 0]], dtype=np.float32))
+    coords = np.array([[0.0, 0], [1, 0], [2, 0], [3, 0]])
+    g = _knn.spatial_graph(coords, 2)
+    pred = _knn.knn_impute_log1p(L, g, shrinkage=0.0)
+    # spot 0: neighbours 1 and 2 -> gene 0 mean(2, 4) = 3, gene 1 only spot 2 -> 3
+    np.testing.assert_allclose(pred[0, :2], [3.0, 3.0])
+    # gene 2 is never observed: gene mean 0
+    assert pred[0, 2] == 0
+    # spot 3: neighbours 2 and 1 -> gene 0 mean(4, 2) = 3
+    assert pred[3, 0] == pytest.approx(3.0)
+    shrunk = _knn.knn_impute_log1p(L, g, shrinkage=2.0)
+    gene0_mean = (2 + 4) / 2
+    assert shrunk[0, 0] == pytest.approx((3.0 + 1.0 * gene0_mean) / 2)  # two real + two pseudo-neighbours
+
+
+def test_spatial_smooth_is_mean_of_self_and_neighbours(synthetic):
+    S = _knn.spatial_smooth(synthetic.X, synthetic.obsm["spatial"], 6)
+    assert sparse.issparse(S)
+    g = _knn.spatial_graph(synthetic.obsm["spatial"], 6, include_self=True)
+    i = 17
+    expected = synthetic.X[g[i].indices].toarray().mean(axis=0)
+    np.testing.assert_allclose(S[i].toarray().ravel(), expected, rtol=1e-5)
+
+
+def test_importing_stimpute_does_not_import_torch():
+    code = "import sys, stimpute as st; st.tl.impute; st.tl.load_model; assert 'torch' not in sys.modules, 'torch'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --- bad input ----------------------------------------------------------------------------------
+
+
+def _unchanged(adata, layers, uns):
+    assert set(adata.layers) == layers and set(adata.uns) == uns
+
+
+def test_unknown_method(held):
+    layers, uns = set(held.layers), set(held.uns)
+    with pytest.raises(ValueError, match="`method` must be one of"):
+        st.tl.impute(held, "magic", layer="holdout_train")
+    _unchanged(held, layers, uns)
+
+
+def test_unknown_option_names_the_accepted_ones(held):
+    with pytest.raises(TypeError, match=r"Unknown option\(s\) \['hidden'\].*count_hidden"):
+        st.tl.impute(held, "autoencoder", layer="holdout_train", hidden=(32,))
+    with pytest.raises(ValueError, match="`modalities` must be a non-empty subset"):
+        st.tl.impute(held, "multimodal", layer="holdout_train", modalities=("counts", "sound"))
+    with pytest.raises(ValueError, match="trains no model"):
+        st.tl.impute(held, "knn", layer="holdout_train", return_model=True)
+
+
+def test_image_method_without_features_or_image(held):
+    del held.obsm["X_image"]
+    held.uns.pop("spatial")
+    layers, uns = set(held.layers), set(held.uns)
+    with pytest.raises(KeyError, match=r"obsm\['X_image'\].*st\.pp\.image_features"):
+        st.tl.impute(held, "image", layer="holdout_train")
+    with pytest.raises(KeyError, match=r"modalities=\('counts', 'position'\)"):
+        st.tl.impute(held, "multimodal", layer="holdout_train")
+    _unchanged(held, layers, uns)
+    assert "X_image" not in held.obsm
+    # without the image modality the fused model runs
+    st.tl.impute(held, "multimodal", layer="holdout_train", modalities=("counts", "position"), max_epochs=1)
+    assert held.uns["imputed_multimodal"]["params"]["image_key"] == "none"
+
+
+def test_image_features_computed_when_missing(held):
+    if not hasattr(st.pp, "image_features"):
+        pytest.skip("st.pp.image_features is not available")
+    del held.obsm["X_image"]
+    st.tl.impute(held, "image", layer="holdout_train", max_epochs=1, image_key="X_img")
+    assert "X_img" in held.obsm and "imputed_image" in held.layers
+
+
+def test_positional_without_coordinates(held):
+    del held.obsm["spatial"]
+    layers, uns = set(held.layers), set(held.uns)
+    for method in ("positional", "multimodal", "knn"):
+        with pytest.raises(KeyError, match=r"needs spot coordinates in `adata.obsm\['spatial'\]`"):
+            st.tl.impute(held, method, layer="holdout_train")
+    _unchanged(held, layers, uns)
+    st.tl.impute(held, "autoencoder", layer="holdout_train", max_epochs=1)  # counts only: fine
+
+
+def test_layer_with_nan(held):
+    bad = held.layers["holdout_train"].astype(np.float32).tolil()
+    bad[0, 0] = np.nan
+    held.layers["bad"] = bad.tocsr()
+    layers, uns = set(held.layers), set(held.uns)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        st.tl.impute(held, "multimodal", layer="bad")
+    _unchanged(held, layers, uns)
+
+
+def test_missing_layer_and_negative_counts(held):
+    with pytest.raises(KeyError, match=r"holdout_trian.*not found"):
+        st.tl.impute(held, "knn", layer="holdout_trian")
+    held.layers["neg"] = -held.layers["holdout_train"]
+    with pytest.raises(ValueError, match="negative values"):
+        st.tl.impute(held, "knn", layer="neg")
+
+
+def test_too_large_for_memory(held):
+    layers, uns = set(held.layers), set(held.uns)
+    with pytest.raises(ValueError, match=r"above `max_dense_gb=1e-06`.*highly_variable"):
+        st.tl.impute(held, "multimodal", layer="holdout_train", max_dense_gb=1e-6)
+    with pytest.raises(ValueError, match="max_dense_gb"):
+        st.tl.impute(held, "knn", layer="holdout_train", max_dense_gb=1e-6)
+    _unchanged(held, layers, uns)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"max_epochs": 0}, ValueError, "`max_epochs` must be >= 1"),
+        ({"batch_size": 1}, ValueError, "`batch_size` must be >= 2"),
+        ({"learning_rate": -1.0}, ValueError, "`learning_rate` must be a positive number"),
+        ({"loss": "zinb"}, ValueError, "`loss` must be one of"),
+        ({"device": "tpu"}, ValueError, "`device` must be"),
+        ({"random_state": -3}, TypeError, "`random_state` must be a non-negative integer"),
+        ({"mask_fraction": 0.0}, ValueError, "`mask_fraction` must be in"),
+        ({"val_fraction": 0.9}, ValueError, "`val_fraction` must be in"),
+        ({"count_hidden": ()}, ValueError, "`count_hidden` needs at least one"),
+        ({"key_added": ""}, TypeError, "`key_added` must be a non-empty string"),
+    ],
+)
+def test_bad_parameters(held, kwargs, exc, match):
+    layers, uns = set(held.layers), set(held.uns)
+    with pytest.raises(exc, match=match):
+        st.tl.impute(held, "multimodal", layer="holdout_train", **kwargs)
+    _unchanged(held, layers, uns)
+
+
+# --- real data ------------------------------------------------------------------------------------
+
+
+def test_dlpfc_smoke(dlpfc):
+    adata = dlpfc[:, :300].copy()
+    st.pp.holdout(adata, fraction=0.5, random_state=0)
+    _with_image(adata)
+    st.tl.impute(adata, "multimodal", layer="holdout_train", max_epochs=5)
+    st.tl.impute(adata, "knn", layer="holdout_train")
+    scores = st.tl.evaluate(adata, ["imputed_multimodal", "imputed_knn"])
+    floor = scores.loc["baseline: gene mean", "rmse_log1p"]
+    assert scores.loc["imputed_multimodal", "rmse_log1p"] < floor
+    assert scores.loc["imputed_knn", "rmse_log1p"] < floor
+    assert adata.layers["imputed_multimodal"].shape == (adata.n_obs, 300)
