@@ -4,7 +4,7 @@
 One command (see benchmarks/README.md)::
 
     python benchmarks/run_benchmark.py                # every real section, every protocol, every method
-    python benchmarks/run_benchmark.py --quick        # synthetic data, tiny settings (about 20 s)
+    python benchmarks/run_benchmark.py --quick        # synthetic data, tiny settings (about 15 s)
 
 For each dataset x protocol x method the harness hides counts with ``st.pp.holdout``, lets the method
 see only ``layers['holdout_train']`` (plus positions and image), scores the prediction on the hidden
@@ -672,7 +672,7 @@ def markdown(table, cfg: dict, total: float, args) -> str:
     lines = [
         "# stimpute benchmark results",
         "",
-        f"Command: `python benchmarks/run_benchmark.py {' '.join(sys.argv[1:])}`".rstrip() + "  ",
+        f"Command: `{' '.join(['python benchmarks/run_benchmark.py', *sys.argv[1:]])}`  ",
         f"stimpute {__import__('stimpute').__version__} (working tree of {time.strftime('%Y-%m-%d')}). Device: {cfg['device']}; CPU threads: {cfg['threads']}; machine: {platform.machine()}, "
         f"{psutil.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB; total {total / 60:.1f} min.  ",
         f"Genes: the {cfg['max_genes']:,} most-detected genes of each dataset; gene_folds: "
