@@ -70,7 +70,7 @@ for _name, _url in _INTERSPHINX.items():
 html_theme = "sphinx_book_theme"
 html_title = "stimpute"
 html_theme_options = {"repository_url": "https://github.com/stimpute/stimpute", "use_repository_button": True}
-html_static_path: list[str] = []
+html_static_path = ["_static"]
 
 # Tutorials live in ../tutorials (committed executed); copy them into the source tree at build time.
 _tut_src, _tut_dst = ROOT / "tutorials", HERE / "tutorials"
