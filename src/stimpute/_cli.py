@@ -81,7 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="stimpute", description="Multimodal imputation of spatial transcriptomics.")
     parser.add_argument("--version", action="version", version=f"stimpute {__version__}")
     sub = parser.add_subparsers(dest="command")
-    p = sub.add_parser("demo", help="holdout -> impute -> evaluate -> cluster comparison on a real or synthetic section")
+    p = sub.add_parser(
+        "demo", help="holdout -> impute -> evaluate -> cluster comparison on a real or synthetic section"
+    )
     p.add_argument("--section", default="dlpfc_151673", help="folder in the data directory, or 'synthetic'")
     p.add_argument("--datadir", default=None, help="data directory (default: $STIMPUTE_DATA or ../shared/data)")
     p.add_argument("--methods", nargs="+", default=["knn", "multimodal"], help="imputation methods to run")

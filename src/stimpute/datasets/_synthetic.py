@@ -147,7 +147,10 @@ def synthetic_visium(
             "spot_diameter_fullres": spot_diameter,
             "fiducial_diameter_fullres": spot_diameter * 1.6,
         },
-        metadata={"source": "stimpute.datasets.synthetic_visium", "random_state": -1 if random_state is None else int(random_state)},
+        metadata={
+            "source": "stimpute.datasets.synthetic_visium",
+            "random_state": -1 if random_state is None else int(random_state),
+        },
     )
     return adata
 

@@ -72,10 +72,7 @@ def library_id(adata: AnnData, library_id: str | None = None) -> str:
     spatial = _spatial_uns(adata)
     if library_id is None:
         if len(spatial) > 1:
-            msg = (
-                f"`adata.uns['spatial']` holds several libraries {list(spatial)}; "
-                "pass `library_id=` to choose one."
-            )
+            msg = f"`adata.uns['spatial']` holds several libraries {list(spatial)}; pass `library_id=` to choose one."
             raise ValueError(msg)
         return next(iter(spatial))
     if not isinstance(library_id, str):
@@ -310,7 +307,9 @@ def spatial_coords(adata: AnnData, *, key: str = SPATIAL_KEY) -> np.ndarray:
         raise KeyError(msg)
     coords = np.asarray(adata.obsm[key])
     if coords.ndim != 2 or coords.shape[1] < 2 or not np.issubdtype(coords.dtype, np.number):
-        msg = f"`adata.obsm[{key!r}]` must be a numeric (n_obs, 2) array of (x, y) coordinates, got shape {coords.shape}."
+        msg = (
+            f"`adata.obsm[{key!r}]` must be a numeric (n_obs, 2) array of (x, y) coordinates, got shape {coords.shape}."
+        )
         raise ValueError(msg)
     coords = coords[:, :2].astype(np.float64)
     if not np.isfinite(coords).all():

@@ -151,7 +151,9 @@ def evaluate(
         merged = table
     merged["n_hidden"] = merged["n_hidden"].astype(np.int64)
     adata.uns[holdout_key]["scores"] = merged.copy()
-    logg.info(f"scored {len(layers)} layer(s) on {truth.size:,} hidden entries: added `adata.uns[{holdout_key!r}]['scores']`")
+    logg.info(
+        f"scored {len(layers)} layer(s) on {truth.size:,} hidden entries: added `adata.uns[{holdout_key!r}]['scores']`"
+    )
     return table
 
 
