@@ -129,6 +129,16 @@ def test_deterministic_on_cpu(held):
     assert not np.array_equal(held.layers["a"], held.layers["c"])
 
 
+def test_modality_dropout_and_options_are_recorded(held):
+    kw = {"layer": "holdout_train", "max_epochs": 3, "modality_dropout": 0.5, "count_pcs": 8, "n_neighbors": 4}
+    st.tl.impute(held, "multimodal", key_added="a", **kw)
+    st.tl.impute(held, "multimodal", key_added="b", **kw)
+    np.testing.assert_array_equal(held.layers["a"], held.layers["b"])
+    params = held.uns["a"]["params"]
+    assert params["modality_dropout"] == 0.5 and params["count_pcs"] == 8 and params["n_neighbors"] == 4
+    assert params["output"] == "conditional" and params["loss"] == "mse"
+
+
 def test_x_and_input_layer_unchanged(held):
     X = held.X.copy()
     train = held.layers["holdout_train"].copy()

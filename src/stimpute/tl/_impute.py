@@ -72,7 +72,7 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
         "modalities": MODALITIES,
         "count_hidden": (256,),
         "count_pcs": 64,
-        "normalize_counts": False,
+        "normalize_counts": True,
         "neighbours": True,
         "neighbour_skip": True,
         "n_neighbors": 6,
@@ -81,7 +81,7 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
         "n_frequencies": 6,
         "poly_degree": 3,
         "image_hidden": (64,),
-        "modality_dropout": 0.3,
+        "modality_dropout": 0.0,
         "spatial_reg": 0.0,
     },
 }
@@ -129,9 +129,9 @@ def impute(
         image (``obsm[image_key]``, standardised). The latents are summed with learned weights lambda (a
         softmax, recorded in ``uns[key_added]['fusion_weights']``) and decoded to all genes. A per-gene
         linear term in the neighbours' values of the same gene (``neighbour_skip``) carries the
-        gene-specific spatial signal past the shared latent vector. During training each spot drops each
-        modality with probability ``modality_dropout``, so every encoder must predict on its own.
-        ``modalities=`` leaves modalities out (ablations).
+        gene-specific spatial signal past the shared latent vector. ``modality_dropout > 0`` drops each
+        modality of each spot with that probability during training. ``modalities=`` leaves modalities
+        out (ablations).
     ``"autoencoder"``
         Counts only (AutoRec style): the spot's masked counts -> hidden (512, ReLU) -> latent -> genes.
         ``spatial_reg > 0`` adds a penalty pulling each spot's prediction towards the mean prediction of
@@ -234,9 +234,10 @@ def impute(
             ``image_hidden`` [(64,)].
         ``"multimodal"``
             ``modalities`` [("counts", "position", "image")], ``count_hidden`` [(256,)],
-            ``count_pcs`` [64], ``neighbours`` [True], ``neighbour_skip`` [True], ``n_neighbors`` [6],
+            ``count_pcs`` [64], ``normalize_counts`` [True] (the count encoder reads counts scaled to a
+            common depth; depth enters only through the library size), ``neighbours`` [True], ``neighbour_skip`` [True], ``n_neighbors`` [6],
             ``shrinkage`` [2.0], ``position_hidden`` [(64, 128)], ``n_frequencies`` [6],
-            ``poly_degree`` [3], ``image_hidden`` [(64,)], ``modality_dropout`` [0.3],
+            ``poly_degree`` [3], ``image_hidden`` [(64,)], ``modality_dropout`` [0.0],
             ``spatial_reg`` [0.0].
         ``"knn"``
             ``n_neighbors`` [30], ``shrinkage`` [2.0].
@@ -358,32 +359,7 @@ def impute(
 
     dev = resolve_device(device)
     params.update({"max_epochs": max_epochs, "batch_size": batch_size, "learning_rate": learning_rate})
-    config = {
-        "method": method,
-        "loss": loss,
-        "modalities": list(modalities),
-        "count_hidden": list(opts.get("count_hidden", (256,))),
-        "position_hidden": list(opts.get("position_hidden", (64,))),
-        "image_hidden": list(opts.get("image_hidden", (64,))),
-        "decoder_hidden": list(opts["decoder_hidden"]),
-        "latent_dim": opts["latent_dim"],
-        "neighbours": bool(opts.get("neighbours", False)),
-        "neighbour_skip": bool(opts.get("neighbour_skip", False)),
-        "shrinkage": float(opts.get("shrinkage", 2.0)),
-        "n_neighbors": int(opts.get("n_neighbors", 6)),
-        "library_size": bool(opts["library_size"]),
-        "dropout": float(opts["dropout"]),
-        "n_frequencies": int(opts.get("n_frequencies", 6)),
-        "poly_degree": int(opts.get("poly_degree", 3)),
-        "spatial_reg": float(opts.get("spatial_reg", 0.0)),
-        "count_pcs": int(opts.get("count_pcs", 0)),
-        "normalize_counts": bool(opts.get("normalize_counts", False)),
-        "detection": bool(opts["detection"]) and loss == "mse",
-        "output": output,
-        "image_key": image_key,
-        "keep_observed": bool(keep_observed),
-        "max_dense_gb": max_dense_gb,
-    }
+    config = _network_config(method, loss, output, opts, modalities, image_key, keep_observed, max_dense_gb)
     training = {
         "max_epochs": max_epochs,
         "batch_size": batch_size,
@@ -571,17 +547,57 @@ def _method_options(method: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     return opts
 
 
+def _network_config(
+    method: str,
+    loss: str,
+    output: str,
+    opts: dict[str, Any],
+    modalities: tuple[str, ...],
+    image_key: str,
+    keep_observed: bool,
+    max_dense_gb: float,
+) -> dict[str, Any]:
+    """The JSON-serialisable description of the network (saved with a model)."""
+    return {
+        "method": method,
+        "loss": loss,
+        "modalities": list(modalities),
+        "count_hidden": list(opts.get("count_hidden", (256,))),
+        "position_hidden": list(opts.get("position_hidden", (64,))),
+        "image_hidden": list(opts.get("image_hidden", (64,))),
+        "decoder_hidden": list(opts["decoder_hidden"]),
+        "latent_dim": opts["latent_dim"],
+        "neighbours": bool(opts.get("neighbours", False)),
+        "neighbour_skip": bool(opts.get("neighbour_skip", False)),
+        "shrinkage": float(opts.get("shrinkage", 2.0)),
+        "n_neighbors": int(opts.get("n_neighbors", 6)),
+        "library_size": bool(opts["library_size"]),
+        "dropout": float(opts["dropout"]),
+        "n_frequencies": int(opts.get("n_frequencies", 6)),
+        "poly_degree": int(opts.get("poly_degree", 3)),
+        "spatial_reg": float(opts.get("spatial_reg", 0.0)),
+        "count_pcs": int(opts.get("count_pcs", 0)),
+        "normalize_counts": bool(opts.get("normalize_counts", False)),
+        "detection": bool(opts["detection"]) and loss == "mse",
+        "output": output,
+        "image_key": image_key,
+        "keep_observed": bool(keep_observed),
+        "max_dense_gb": max_dense_gb,
+    }
+
+
 def _estimate_parameters(method: str, opts: dict[str, Any], n_genes: int, modalities: tuple[str, ...]) -> int:
+    """Rough number of network weights (the gene-sized layers dominate)."""
     latent = opts["latent_dim"]
     dec = list(opts["decoder_hidden"])
     n = 0
     if "counts" in modalities:
         h = opts["count_hidden"][0]
-        n += n_genes * h * (2 if opts.get("neighbours") else 1)
-        n += h * latent
+        pcs = int(opts.get("count_pcs", 0))
+        n += (pcs or n_genes) * h * (2 if opts.get("neighbours") else 1) + n_genes * pcs + h * latent
     widths = [latent + 1, *dec]
     n += sum(a * b for a, b in zip(widths[:-1], widths[1:], strict=True))
-    n += (dec[-1] if dec else latent + 1) * n_genes
+    n += (dec[-1] if dec else latent + 1) * n_genes * (2 if opts.get("detection") else 1)
     return int(n)
 
 
