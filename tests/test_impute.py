@@ -251,6 +251,10 @@ def test_split_observed_uses_only_stored_entries():
     assert (dense[vrows, vcols] > 0).all()  # never an entry that is zero in the input (e.g. hidden by holdout)
     again, _ = split_observed(L, 0.2, np.random.default_rng(1))
     assert (again != fit).nnz == 0
+    rows = np.arange(0, 60, 3)
+    _, val_rows = split_observed(L, 0.5, np.random.default_rng(2), rows=rows)
+    assert set(np.unique(val_rows.nonzero()[0])) <= set(rows)
+    assert val_rows.nnz == int(round(0.5 * L[rows].nnz))
 
 
 def test_spatial_graph_excludes_self_and_is_row_normalised(synthetic):

@@ -15,7 +15,7 @@ from ..tl._knn import gene_log_mean_nonzero, log1p_csr, spatial_graph
 
 
 def split_observed(
-    L: sparse.csr_matrix, fraction: float, rng: np.random.Generator
+    L: sparse.csr_matrix, fraction: float, rng: np.random.Generator, rows: np.ndarray | None = None
 ) -> tuple[sparse.csr_matrix, sparse.csr_matrix]:
     """Split the stored (observed non-zero) entries of ``L`` into a fitting part and a validation part.
 
@@ -27,20 +27,23 @@ def split_observed(
     L
         CSR matrix without explicit zeros.
     fraction
-        Fraction of the stored entries to put in the validation part (0 gives an empty one).
+        Fraction of the stored entries (of ``rows``) to put in the validation part (0 gives an empty one).
     rng
         Random generator.
+    rows
+        Draw validation entries only from these rows (default: all rows).
 
     Returns
     -------
     ``(fit, val)``, two CSR matrices of ``L``'s shape with disjoint stored entries.
     """
     L = sparse.csr_matrix(L)
-    nnz = L.nnz
-    n_val = int(round(fraction * nnz))
-    is_val = np.zeros(nnz, dtype=bool)
+    row_of = np.repeat(np.arange(L.shape[0]), np.diff(L.indptr))
+    candidates = np.arange(L.nnz) if rows is None else np.flatnonzero(np.isin(row_of, rows))
+    n_val = int(round(fraction * candidates.size))
+    is_val = np.zeros(L.nnz, dtype=bool)
     if n_val > 0:
-        is_val[rng.choice(nnz, size=n_val, replace=False)] = True
+        is_val[rng.choice(candidates, size=n_val, replace=False)] = True
 
     def part(keep: np.ndarray) -> sparse.csr_matrix:
         m = sparse.csr_matrix(
@@ -105,6 +108,7 @@ class Prepared:
     graph: sparse.csr_matrix | None = None  # row-normalised spatial kNN graph
     position: np.ndarray | None = None
     image: np.ndarray | None = None
+    val_spots: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # spots holding them
     extra: dict = field(default_factory=dict)
 
     @property
@@ -131,18 +135,32 @@ def prepare(
     image: np.ndarray | None,
     val_fraction: float = 0.0,
     rng: np.random.Generator | None = None,
+    max_val_spots: int = 2048,
 ) -> Prepared:
     """Build the network inputs for count matrix ``X`` with the (stored or fresh) normalisation ``norm``."""
     L = log1p_csr(X)
     totals = np.asarray(sparse.csr_matrix(X, dtype=np.float64).sum(axis=1)).ravel()
+    n_obs = L.shape[0]
     if val_fraction > 0:
-        L_fit, L_val = split_observed(L, val_fraction, rng if rng is not None else np.random.default_rng(0))
+        rng = rng if rng is not None else np.random.default_rng(0)
+        # validation entries come from at most `max_val_spots` spots, so that validating each epoch stays cheap
+        val_spots = np.sort(rng.choice(n_obs, size=max_val_spots, replace=False)) if n_obs > max_val_spots else None
+        L_fit, L_val = split_observed(L, val_fraction, rng, rows=val_spots)
+        val_spots = np.arange(n_obs) if val_spots is None else val_spots
     else:
         L_fit, L_val = L, sparse.csr_matrix(L.shape, dtype=np.float32)
+        val_spots = np.zeros(0, dtype=np.int64)
     logs = np.where(totals > 0, np.log1p(totals), norm["library_mean"])
     library = ((logs - norm["library_mean"]) / norm["library_std"]).astype(np.float32)[:, None]
     size_factor = np.where(totals > 0, totals, norm["library_median"]) / norm["library_median"]
-    prep = Prepared(L_obs=L, L_fit=L_fit, L_val=L_val, library=library, size_factor=size_factor.astype(np.float32))
+    prep = Prepared(
+        L_obs=L,
+        L_fit=L_fit,
+        L_val=L_val,
+        library=library,
+        size_factor=size_factor.astype(np.float32),
+        val_spots=val_spots,
+    )
     modalities = config["modalities"]
     if config.get("neighbours") or config.get("spatial_reg", 0) > 0:
         prep.graph = spatial_graph(coords, config["n_neighbors"])
@@ -161,7 +179,7 @@ def prepare(
                         norm["gene_mean_normalised" if config.get("normalize_counts") else "gene_mean"],
                         dtype=np.float32,
                     ),
-                    config["shrinkage"] / config["n_neighbors"],
+                    config["shrinkage"] / max(1, int(np.diff(prep.graph.indptr).max(initial=1))),
                 )
     if "position" in modalities:
         prep.position = position_features(coords, n_frequencies=config["n_frequencies"], degree=config["poly_degree"])

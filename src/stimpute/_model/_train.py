@@ -73,10 +73,15 @@ def _masked_batch_loss(
     x = b["counts"]
     n_genes = x.shape[1]
     observed = x > 0
-    # one draw over all entries: the masked non-zero entries are hidden from the input, and the
-    # masked entries (zeros included) are the targets of the count likelihoods and the detection head
-    masked_all = torch.rand(x.shape, generator=gen).to(device) < mask_fraction
-    masked = observed & masked_all
+    needs_zeros = loss != "mse" or net.detection
+    if needs_zeros:
+        # one draw over all entries: the masked non-zero entries are hidden from the input, and the
+        # masked entries (zeros included) are the targets of the count likelihoods and the detection head
+        masked_all = torch.rand(x.shape, generator=gen).to(device) < mask_fraction
+        masked = observed & masked_all
+    else:  # only the observed entries need a draw
+        masked = torch.zeros_like(observed)
+        masked[observed] = (torch.rand(int(observed.sum()), generator=gen) < mask_fraction).to(device)
     b["counts"] = x.masked_fill(masked, 0.0)
     keep = None
     n_mod = len(net.modalities)
@@ -94,10 +99,12 @@ def _masked_batch_loss(
     per_entry = elementwise_loss(net, value, x, sf, loss)
     weight = masked.float() + observed_weight * (observed & ~masked).float()
     zero_targets = None
-    if loss != "mse" or net.detection:
-        # zeros are targets too, except validation entries and a fixed part of the zeros kept for validation
+    if needs_zeros:
+        # zeros are targets too, except validation entries and a fixed part of the validation spots' zeros
         is_val = torch.from_numpy(prep.L_val[idx].toarray() > 0).to(device)
-        zero_targets = (~observed) & masked_all & (~is_val) & (~_zero_holdout(idx, n_genes, val_fraction, seed, device))
+        held = _zero_holdout(idx, n_genes, val_fraction, seed, device)
+        held &= torch.from_numpy(np.isin(idx, prep.val_spots)).to(device)[:, None]
+        zero_targets = (~observed) & masked_all & (~is_val) & (~held)
     if loss != "mse":
         weight = weight + zero_targets.float()
     total = (per_entry * weight).sum() / weight.sum().clamp(min=1.0)
@@ -133,9 +140,8 @@ def validation_loss(
     """
     net.eval()
     value_sum, value_w, det_sum, det_w = 0.0, 0.0, 0.0, 0.0
-    n_obs = prep.n_obs
-    for start in range(0, n_obs, chunk):
-        idx = np.arange(start, min(n_obs, start + chunk))
+    for start in range(0, prep.val_spots.size, chunk):
+        idx = prep.val_spots[start : start + chunk]
         b = batch(prep, idx, device, source="fit")
         x = b["counts"]
         n_genes = x.shape[1]

@@ -75,7 +75,7 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
         "normalize_counts": True,
         "neighbours": True,
         "neighbour_skip": True,
-        "n_neighbors": 6,
+        "n_neighbors": 18,
         "shrinkage": 2.0,
         "position_hidden": (64, 128),
         "n_frequencies": 6,
@@ -115,8 +115,8 @@ def impute(
     Every learned method is a network trained on the observed non-zero entries of ``layer`` with a
     denoising mask: in each minibatch a random part (``mask_fraction``) of each spot's observed
     non-zero counts is hidden from the input and the loss is computed on those entries, just as
-    :func:`stimpute.pp.holdout` hides entries. A validation set of observed entries (``val_fraction``;
-    never an entry that is zero in ``layer``) drives a learning-rate decay and early stopping, and the
+    :func:`stimpute.pp.holdout` hides entries. A validation set of observed entries (``val_fraction`` of the
+    entries of at most 2,048 spots; never an entry that is zero in ``layer``) drives a learning-rate decay and early stopping, and the
     weights of the best epoch are kept. Inputs and targets are ``log1p`` counts; the written layer is
     back in the count scale of ``layer``, capped at each gene's largest observed count.
 
@@ -235,10 +235,10 @@ def impute(
         ``"multimodal"``
             ``modalities`` [("counts", "position", "image")], ``count_hidden`` [(256,)],
             ``count_pcs`` [64], ``normalize_counts`` [True] (the count encoder reads counts scaled to a
-            common depth; depth enters only through the library size), ``neighbours`` [True], ``neighbour_skip`` [True], ``n_neighbors`` [6],
-            ``shrinkage`` [2.0], ``position_hidden`` [(64, 128)], ``n_frequencies`` [6],
-            ``poly_degree`` [3], ``image_hidden`` [(64,)], ``modality_dropout`` [0.0],
-            ``spatial_reg`` [0.0].
+            common depth; depth enters only through the library size), ``neighbours`` [True],
+            ``neighbour_skip`` [True], ``n_neighbors`` [18], ``shrinkage`` [2.0], ``position_hidden``
+            [(64, 128)], ``n_frequencies`` [6], ``poly_degree`` [3], ``image_hidden`` [(64,)],
+            ``modality_dropout`` [0.0], ``spatial_reg`` [0.0].
         ``"knn"``
             ``n_neighbors`` [30], ``shrinkage`` [2.0].
 
