@@ -45,17 +45,34 @@ def demo(args: argparse.Namespace) -> int:
     print(f"[stimpute demo] data: {name}: {adata.n_obs} spots x {adata.n_vars} genes")
 
     st.pp.holdout(adata, fraction=0.5, strategy="entries", random_state=args.seed)
-    layers = []
+    layers, cluster_layers = [], []
     for method in args.methods:
         key = f"imputed_{method}"
         kwargs = {"max_epochs": args.max_epochs} if args.max_epochs and method != "knn" else {}
-        st.tl.impute(adata, method=method, layer="holdout_train", key_added=key, random_state=args.seed, **kwargs)
+        model = st.tl.impute(
+            adata,
+            method=method,
+            layer="holdout_train",
+            key_added=key,
+            random_state=args.seed,
+            return_model=method != "knn",
+            **kwargs,
+        )
         layers.append(key)
+        if model is None:
+            cluster_layers.append(key)
+        else:  # trained models are clustered on their depth-free readout (see st.tl.impute, `output`)
+            model.predict(adata, layer="holdout_train", key_added=f"{key}_normalized", output="normalized")
+            cluster_layers.append(f"{key}_normalized")
     scores = st.tl.evaluate(adata, layers)
     labels_key = "label" if "label" in adata.obs else ("domain" if "domain" in adata.obs else None)
     n_clusters = int(adata.obs[labels_key].nunique()) if labels_key else 7
     st.tl.compare_clusters(
-        adata, ["X", "holdout_train", *layers], labels_key=labels_key, n_clusters=n_clusters, random_state=args.seed
+        adata,
+        ["X", "holdout_train", *cluster_layers],
+        labels_key=labels_key,
+        n_clusters=n_clusters,
+        random_state=args.seed,
     )
     fig = st.pl.compare_clusters(adata, return_fig=True, show=False)
     png = out / "compare_clusters.png"

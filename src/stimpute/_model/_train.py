@@ -39,7 +39,7 @@ def elementwise_loss(
     """Loss per entry: squared error on ``log1p`` (mse) or the count likelihood (nb, poisson)."""
     if loss == "mse":
         return (out - target_log1p) ** 2
-    counts = torch.expm1(target_log1p)
+    counts = torch.exp(target_log1p) - 1.0  # whole counts: exact enough, and vectorised on CPU (expm1 is not)
     mu = torch.exp(out.clamp(max=20.0)) * size_factor[:, None]
     if loss == "nb":
         return nb_nll(counts, mu, net.log_theta[None, :])
@@ -66,7 +66,7 @@ def _masked_batch_loss(
     val_fraction: float,
     seed: int,
     cache: torch.Tensor | None,
-    nbr_index: torch.Tensor | None,
+    graph,
     spatial_reg: float,
 ) -> torch.Tensor:
     b = batch(prep, idx, device, source="fit")
@@ -115,7 +115,17 @@ def _masked_batch_loss(
         total = total + detection_weight * (bce * w).sum() / w.sum().clamp(min=1.0)
     if spatial_reg > 0 and cache is not None:
         idx_t = torch.from_numpy(idx).to(device)
-        target = cache[nbr_index[idx_t]].mean(dim=1)
+        # neighbours' mean cached prediction: a sparse (batch x spots) row block of the graph times the
+        # cache, rather than gathering a (batch x k x genes) block
+        rows = graph[idx].tocoo()
+        block = torch.sparse_coo_tensor(
+            torch.from_numpy(np.vstack([rows.row, rows.col]).astype(np.int64)),
+            torch.from_numpy(rows.data.astype(np.float32)),
+            size=rows.shape,
+            device=device,
+            check_invariants=False,  # built from a valid scipy matrix
+        )
+        target = torch.sparse.mm(block, cache)
         total = total + spatial_reg * ((out - target) ** 2).mean()
         cache[idx_t] = out.detach()
     return total
@@ -222,10 +232,10 @@ def train(
     )
     n_obs = prep.n_obs
     has_val = prep.L_val.nnz > 0
-    cache = nbr_index = None
+    cache = None
     if spatial_reg > 0:
-        k = int(np.diff(prep.graph.indptr).max())
-        nbr_index = torch.from_numpy(prep.graph.indices.reshape(n_obs, k).astype(np.int64)).to(device)
+        # last prediction of every spot (n_obs x outputs, float32): the spatial regulariser pulls each spot
+        # towards its neighbours' mean of these
         cache = net.out.bias.detach().clone()[None, :].repeat(n_obs, 1).to(device)
     history: dict[str, list] = {"epoch": [], "train_loss": [], "val_loss": []}
     best_loss, best_epoch, best_state, bad = math.inf, 0, None, 0
@@ -255,7 +265,7 @@ def train(
                 val_fraction=val_fraction,
                 seed=seed,
                 cache=cache,
-                nbr_index=nbr_index,
+                graph=prep.graph,
                 spatial_reg=spatial_reg,
             )
             value.backward()
