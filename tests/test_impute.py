@@ -271,6 +271,62 @@ def test_spatial_graph_excludes_self_and_is_row_normalised(synthetic):
     assert d.max() <= np.sort(np.linalg.norm(coords - coords[0], axis=1))[6] + 1e-9
 
 
+def test_spatial_graph_sources(synthetic):
+    coords = synthetic.obsm["spatial"]
+    n = synthetic.n_obs
+    everyone = _knn.spatial_graph(coords, 6, sources=np.ones(n, dtype=bool))
+    assert (everyone != _knn.spatial_graph(coords, 6)).nnz == 0  # all sources: the plain graph
+    sources = np.random.default_rng(0).random(n) > 0.3
+    g = _knn.spatial_graph(coords, 6, sources=sources)
+    assert np.all(np.diff(g.indptr) == 6)
+    assert sources[g.indices].all()  # only sources are neighbours, of every spot
+    assert g.diagonal().sum() == 0
+    np.testing.assert_allclose(np.asarray(g.sum(axis=1)).ravel(), 1.0, rtol=1e-6)
+    # a non-source spot gets its 6 nearest sources
+    i = int(np.flatnonzero(~sources)[0])
+    d = np.linalg.norm(coords[sources] - coords[i], axis=1)
+    assert np.linalg.norm(coords[g[i].indices] - coords[i], axis=1).max() <= np.sort(d)[5] + 1e-9
+
+
+@pytest.mark.parametrize("kwargs", [{"detection": True, "output": "expected"}, {"loss": "nb", "output": "expected"}])
+def test_spots_hidden_whole_are_not_trained_as_empty(synthetic, kwargs):
+    """Spots with no count in the training layer are unobserved: not learnt as spots of zeros."""
+    st.pp.holdout(synthetic, fraction=0.2, strategy="spots", random_state=0)
+    hidden = synthetic.obs["holdout_hidden_spot"].to_numpy(dtype=bool)
+    st.tl.impute(synthetic, "positional", layer="holdout_train", max_epochs=15, progress=False, **kwargs)
+    pred = synthetic.layers["imputed_positional"]
+    # the expected count of a hidden spot is of the same order as a seen one's (it was ~0 when
+    # hidden spots were trained on as all-zero rows)
+    assert pred[hidden].mean() > 0.5 * pred[~hidden].mean()
+    st.tl.impute(synthetic, "knn", layer="holdout_train", output="expected")
+    assert synthetic.layers["imputed_knn"][hidden].mean() > 0.5 * synthetic.layers["imputed_knn"][~hidden].mean()
+
+
+def test_multimodal_predicts_unseen_spots(synthetic):
+    """Whole hidden spots: the fused model trains with whole-spot masking and beats the gene-mean floor."""
+    st.pp.holdout(synthetic, fraction=0.2, strategy="spots", random_state=0)
+    _with_image(synthetic)
+    st.tl.impute(
+        synthetic, "multimodal", layer="holdout_train", max_epochs=20, progress=False, detection=True, output="expected"
+    )
+    params = synthetic.uns["imputed_multimodal"]["params"]
+    assert params["spot_mask"] == pytest.approx(0.2, abs=0.01)  # automatic: the share of spots without counts
+    table = st.tl.evaluate(synthetic, "imputed_multimodal")
+    assert table.loc["imputed_multimodal", "rmse_log1p"] < table.loc["baseline: gene mean", "rmse_log1p"]
+    # every spot with counts: no whole-spot masking by default
+    st.pp.holdout(synthetic, fraction=0.5, random_state=0)
+    st.tl.impute(synthetic, "multimodal", layer="holdout_train", max_epochs=1, progress=False)
+    assert synthetic.uns["imputed_multimodal"]["params"]["spot_mask"] == 0.0
+
+
+def test_too_few_spots_with_counts(synthetic):
+    synthetic.layers["almost_empty"] = sparse.csr_matrix(
+        (np.array([3.0], dtype=np.float32), (np.array([0]), np.array([0]))), shape=synthetic.shape
+    )
+    with pytest.raises(ValueError, match="Only 1 spot"):
+        st.tl.impute(synthetic, "positional", layer="almost_empty", max_epochs=1, progress=False)
+
+
 def test_knn_prediction_matches_definition():
     L = sparse.csr_matrix(np.array([[0, 1.0, 0], [2.0, 0, 0], [4.0, 3.0, 0], [0, 0, 0]], dtype=np.float32))
     coords = np.array([[0.0, 0], [1, 0], [2, 0], [3, 0]])
@@ -394,6 +450,8 @@ def test_too_large_for_memory(held):
         ({"device": "tpu"}, ValueError, "`device` must be"),
         ({"random_state": -3}, TypeError, "`random_state` must be a non-negative integer"),
         ({"mask_fraction": 0.0}, ValueError, "`mask_fraction` must be in"),
+        ({"spot_mask": 1.5}, ValueError, "`spot_mask` must be None"),
+        ({"spot_mask": True}, ValueError, "`spot_mask` must be None"),
         ({"val_fraction": 0.9}, ValueError, "`val_fraction` must be in"),
         ({"count_hidden": ()}, ValueError, "`count_hidden` needs at least one"),
         ({"key_added": ""}, TypeError, "`key_added` must be a non-empty string"),

@@ -109,6 +109,11 @@ class Prepared:
     position: np.ndarray | None = None
     image: np.ndarray | None = None
     val_spots: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # spots holding them
+    # spots with at least one count: the only ones trained on. A spot without any count in the training
+    # layer (hidden whole by st.pp.holdout(strategy="spots"), or outside the tissue) is unobserved, not a
+    # spot of zeros: training on it would teach the detection head and the count likelihoods that it is empty
+    train_spots: np.ndarray | None = None
+    library_neighbours: np.ndarray | None = None  # (n_obs, 1) mean standardised log library of 6 nearest spots
     extra: dict = field(default_factory=dict)
 
     @property
@@ -144,7 +149,13 @@ def prepare(
     if val_fraction > 0:
         rng = rng if rng is not None else np.random.default_rng(0)
         # validation entries come from at most `max_val_spots` spots, so that validating each epoch stays cheap
-        val_spots = np.sort(rng.choice(n_obs, size=max_val_spots, replace=False)) if n_obs > max_val_spots else None
+        # (only spots with counts: a spot without any, e.g. hidden whole by the holdout, is unobserved)
+        pool = np.flatnonzero(totals > 0)
+        val_spots = (
+            np.sort(rng.choice(pool, size=min(max_val_spots, pool.size), replace=False))
+            if pool.size > max_val_spots
+            else None
+        )
         L_fit, L_val = split_observed(L, val_fraction, rng, rows=val_spots)
         val_spots = np.arange(n_obs) if val_spots is None else val_spots
     else:
@@ -152,6 +163,13 @@ def prepare(
         val_spots = np.zeros(0, dtype=np.int64)
     logs = np.where(totals > 0, np.log1p(totals), norm["library_mean"])
     library = ((logs - norm["library_mean"]) / norm["library_std"]).astype(np.float32)[:, None]
+    # the depth a spot would have, from its nearest spots with counts (sequencing depth follows the tissue):
+    # the library input of a spot without counts, and of a spot whose counts are hidden in training
+    library_neighbours = None
+    if coords is not None and (totals > 0).sum() > 1:
+        g6 = spatial_graph(coords, 6, sources=totals > 0)
+        library_neighbours = np.asarray(g6 @ library, dtype=np.float32).reshape(-1, 1)
+        library = np.where(totals[:, None] > 0, library, library_neighbours).astype(np.float32)
     size_factor = np.where(totals > 0, totals, norm["library_median"]) / norm["library_median"]
     prep = Prepared(
         L_obs=L,
@@ -160,10 +178,13 @@ def prepare(
         library=library,
         size_factor=size_factor.astype(np.float32),
         val_spots=val_spots,
+        train_spots=np.flatnonzero(totals > 0),
+        library_neighbours=library_neighbours,
     )
     modalities = config["modalities"]
     if config.get("neighbours") or config.get("spatial_reg", 0) > 0:
-        prep.graph = spatial_graph(coords, config["n_neighbors"])
+        # only spots with counts pass values on to their neighbours (see `train_spots`)
+        prep.graph = spatial_graph(coords, config["n_neighbors"], sources=totals > 0)
         if config.get("neighbours"):
             # neighbours' values at a common depth when the count encoder reads depth-normalised counts
             L_in = depth_normalised_log1p(X, norm["library_median"]) if config.get("normalize_counts") else L

@@ -68,6 +68,7 @@ def fit_model(
                 L_axes = depth_normalised_log1p(X, config["norm"]["library_median"]) if enc.normalize else prep.L_obs
                 enc.projection.copy_(torch.from_numpy(principal_axes(L_axes, config["count_pcs"], random_state)))
     attach_projection(prep, net)
+    spot_mask = _spot_mask(training.get("spot_mask"), prep)
     record = train(
         net,
         prep,
@@ -83,14 +84,24 @@ def fit_model(
         observed_weight=training["observed_weight"],
         detection_weight=training["detection_weight"],
         modality_dropout=training.get("modality_dropout", 0.0),
+        spot_mask=spot_mask,
         lr_decay=training.get("lr_decay", 1.0),
         val_fraction=training["val_fraction"],
         spatial_reg=config.get("spatial_reg", 0.0),
         seed=random_state,
         progress=progress,
     )
+    record["spot_mask"] = spot_mask
     model = ImputationModel(net, config, var_names, device)
     return model, record, prep
+
+
+def _spot_mask(value: float | None, prep) -> float:
+    """``spot_mask``, or by default the share of spots without any count in the training matrix."""
+    if value is not None:
+        return float(value)
+    n_train = prep.n_obs if prep.train_spots is None else int(prep.train_spots.size)
+    return float(min(0.9, 1.0 - n_train / max(1, prep.n_obs)))
 
 
 def principal_axes(L: sparse.csr_matrix, n_components: int, random_state: int) -> np.ndarray:

@@ -66,6 +66,7 @@ def _masked_batch_loss(
     val_fraction: float,
     seed: int,
     cache: torch.Tensor | None,
+    spot_mask: float = 0.0,
     graph,
     spatial_reg: float,
 ) -> torch.Tensor:
@@ -82,6 +83,19 @@ def _masked_batch_loss(
     else:  # only the observed entries need a draw
         masked = torch.zeros_like(observed)
         masked[observed] = (torch.rand(int(observed.sum()), generator=gen) < mask_fraction).to(device)
+    whole = None
+    if spot_mask > 0:
+        # whole spots hidden from the input, as a spot without counts is at prediction (see `predict`)
+        whole = (torch.rand(idx.size, generator=gen) < spot_mask).to(device)
+        if whole.any():
+            masked = masked | (observed & whole[:, None])
+            # the library input becomes what it is for a spot without counts (see prepare); the neighbours'
+            # inputs stay
+            if prep.library_neighbours is not None:
+                guess = torch.from_numpy(prep.library_neighbours[idx]).to(device)
+                b["library"] = torch.where(whole[:, None], guess, b["library"])
+            else:
+                b["library"] = b["library"].masked_fill(whole[:, None], 0.0)
     b["counts"] = x.masked_fill(masked, 0.0)
     keep = None
     n_mod = len(net.modalities)
@@ -93,6 +107,8 @@ def _masked_batch_loss(
             pick = torch.randint(0, n_mod, (int(none.sum()),), generator=gen)
             keep[none.nonzero().ravel(), pick] = 1.0
         keep = keep.to(device)
+    if whole is not None and whole.any():
+        keep = without_counts(net, whole, keep)
     out = net(b, keep)
     value = out[:, :n_genes]
     sf = torch.from_numpy(prep.size_factor[idx]).to(device)
@@ -129,6 +145,26 @@ def _masked_batch_loss(
         total = total + spatial_reg * ((out - target) ** 2).mean()
         cache[idx_t] = out.detach()
     return total
+
+
+def without_counts(net: ImputeNet, no_counts: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor | None:
+    """Modality mask that switches the count encoder off for the spots ``no_counts`` (when other modalities exist).
+
+    A spot without counts has nothing for the count encoder to read: its latent comes from position and
+    image only (the fusion weights renormalised over them); the per-gene neighbour path still applies.
+    """
+    if "counts" not in net.modalities or len(net.modalities) < 2:
+        return keep
+    if keep is None:
+        keep = torch.ones((no_counts.shape[0], len(net.modalities)), device=no_counts.device)
+    keep = keep.clone()
+    keep[no_counts, net.modalities.index("counts")] = 0.0
+    # a spot left with no modality (modality dropout) keeps all but the counts
+    empty = keep.sum(dim=1) == 0
+    if empty.any():
+        keep[empty] = 1.0
+        keep[empty, net.modalities.index("counts")] = 0.0
+    return keep
 
 
 @torch.inference_mode()
@@ -203,6 +239,7 @@ def train(
     seed: int,
     progress: bool,
     lr_decay: float = 1.0,
+    spot_mask: float = 0.0,
     min_delta: float | None = None,
 ) -> dict:
     """Train ``net`` in place and restore the weights of the epoch with the lowest validation loss.
@@ -231,6 +268,12 @@ def train(
         else None
     )
     n_obs = prep.n_obs
+    # spots without counts are not trained on (see Prepared.train_spots); all spots when every one has counts
+    train_spots = prep.train_spots if prep.train_spots is not None and prep.train_spots.size < n_obs else None
+    n_train = n_obs if train_spots is None else int(train_spots.size)
+    if n_train < 2:
+        msg = f"Only {n_train} spot(s) of the training layer have counts; at least 2 are needed to train."
+        raise ValueError(msg)
     has_val = prep.L_val.nnz > 0
     cache = None
     if spatial_reg > 0:
@@ -244,9 +287,11 @@ def train(
     stopped_early = False
     for epoch in bar:
         net.train()
-        order = torch.randperm(n_obs, generator=gen).numpy()
+        order = torch.randperm(n_train, generator=gen).numpy()
+        if train_spots is not None:
+            order = train_spots[order]
         running, n_batches = 0.0, 0
-        for s in range(0, n_obs, batch_size):
+        for s in range(0, n_train, batch_size):
             idx = np.sort(order[s : s + batch_size])
             if idx.size < 2 and n_batches > 0:
                 continue
@@ -266,6 +311,7 @@ def train(
                 seed=seed,
                 cache=cache,
                 graph=prep.graph,
+                spot_mask=spot_mask,
                 spatial_reg=spatial_reg,
             )
             value.backward()
@@ -353,7 +399,8 @@ def predict(
         if output == "normalized":
             b["library"] = torch.full_like(b["library"], float(reference_library))
             sf = torch.ones_like(sf)
-        raw = net(b).float()
+        no_counts = torch.from_numpy(np.diff(prep.L_obs.indptr)[idx] == 0).to(device)
+        raw = net(b, without_counts(net, no_counts, None) if bool(no_counts.any()) else None).float()
         block = readout(
             net, raw, sf, n_genes=n_genes, loss=loss, output="expected" if output == "normalized" else output
         )

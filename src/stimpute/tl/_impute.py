@@ -38,6 +38,7 @@ _TRAINING = {
     "lr_decay": 0.3,
     "val_fraction": 0.1,
     "mask_fraction": 0.3,
+    "spot_mask": None,
     "observed_weight": 0.0,
     "detection": False,
     "detection_weight": 1.0,
@@ -220,7 +221,11 @@ def impute(
             ``weight_decay`` [1e-5] (L2 penalty), ``patience`` [6] (epochs without a 0.1% drop of the
             validation loss before stopping), ``lr_decay`` [0.3] (learning-rate factor when the
             validation loss stalls; 1 keeps it fixed), ``val_fraction`` [0.1], ``mask_fraction`` [0.3]
-            (share of each spot's entries hidden from the input in every minibatch),
+            (share of each spot's entries hidden from the input in every minibatch), ``spot_mask``
+            [None] (share of the spots of each minibatch whose counts are hidden from the input
+            entirely, with the library size set to the mean, so that the model learns to predict a
+            spot it has no counts for; ``None``: the share of spots without any count in ``layer``,
+            e.g. those hidden by ``st.pp.holdout(strategy="spots")``, so 0 when every spot has counts),
             ``observed_weight`` [0.0] (loss weight of the entries left in the input), ``detection``
             [False] (add a head for ``P(count > 0)``, trained with cross-entropy), ``detection_weight``
             [1.0], ``latent_dim`` [64], ``decoder_hidden`` [(128,)], ``dropout`` [0.0],
@@ -378,6 +383,7 @@ def impute(
         random_state=random_state,
         progress=progress,
     )
+    params["spot_mask"] = float(record["spot_mask"])  # the share used (None: automatic)
     norm = model.config["norm"]
     out = predict(
         model.net,
@@ -515,6 +521,12 @@ def _method_options(method: str, kwargs: dict[str, Any]) -> dict[str, Any]:
                 msg = f"`{name}` must be a non-negative number, got {v!r}."
                 raise ValueError(msg)
             opts[name] = float(v)
+    if opts.get("spot_mask") is not None:
+        v = opts["spot_mask"]
+        if isinstance(v, bool) or not isinstance(v, Real) or not 0 <= v <= 0.9:
+            msg = f"`spot_mask` must be None (automatic) or a number in [0, 0.9], got {v!r}."
+            raise ValueError(msg)
+        opts["spot_mask"] = float(v)
     if "lr_decay" in opts:
         v = opts["lr_decay"]
         if isinstance(v, bool) or not isinstance(v, Real) or not 0 < v <= 1:
@@ -630,6 +642,12 @@ def _check_inputs(
             )
             raise KeyError(msg)
         coords = spatial_coords(adata)
+    elif SPATIAL_KEY in adata.obsm:
+        # optional: the depth of spots without counts is then guessed from their nearest spots
+        try:
+            coords = spatial_coords(adata)
+        except (KeyError, ValueError, TypeError):
+            coords = None
     image = None
     if "image" in modalities:
         if image_key in adata.obsm:
@@ -700,7 +718,9 @@ def _compute_image_features(adata: AnnData, image_key: str) -> np.ndarray:
 def _knn_predict(X, coords: np.ndarray, opts: dict[str, Any], output: str) -> np.ndarray:
     from ._knn import knn_impute_log1p, log1p_csr, spatial_graph
 
-    graph = spatial_graph(coords, opts["n_neighbors"])
+    # spots without any count (e.g. hidden whole) are unobserved: they are predicted, not averaged in
+    has_counts = np.asarray(sparse.csr_matrix(X).sum(axis=1)).ravel() > 0
+    graph = spatial_graph(coords, opts["n_neighbors"], sources=has_counts)
     if output in ("expected", "normalized"):  # plain mean of the neighbours' counts, zeros included
         out = np.empty(X.shape, dtype=np.float32)
         C = sparse.csr_matrix(X, dtype=np.float32)

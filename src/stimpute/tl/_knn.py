@@ -19,7 +19,9 @@ __all__ = [
 ]
 
 
-def spatial_graph(coords: np.ndarray, n_neighbors: int, *, include_self: bool = False) -> sparse.csr_matrix:
+def spatial_graph(
+    coords: np.ndarray, n_neighbors: int, *, include_self: bool = False, sources: np.ndarray | None = None
+) -> sparse.csr_matrix:
     """Row-normalised kNN graph over spot coordinates.
 
     Parameters
@@ -27,9 +29,13 @@ def spatial_graph(coords: np.ndarray, n_neighbors: int, *, include_self: bool = 
     coords
         ``(n_obs, 2)`` coordinates.
     n_neighbors
-        Number of nearest other spots per spot (capped at ``n_obs - 1``).
+        Number of nearest other spots per spot (capped at the number of candidate neighbours).
     include_self
         Also give each spot itself a weight (the mean then runs over ``n_neighbors + 1`` spots).
+    sources
+        Boolean mask of the spots that may be neighbours (default: all). Spots without any count in the
+        training layer (e.g. spots hidden by ``st.pp.holdout(strategy="spots")``) are unobserved, not
+        empty, so they must not pass their zeros on to their neighbours.
 
     Returns
     -------
@@ -40,16 +46,19 @@ def spatial_graph(coords: np.ndarray, n_neighbors: int, *, include_self: bool = 
 
     coords = np.asarray(coords, dtype=np.float64)
     n = coords.shape[0]
-    k = int(min(n_neighbors, n - 1))
+    pool = np.arange(n) if sources is None else np.flatnonzero(np.asarray(sources, dtype=bool))
+    k = int(min(n_neighbors, pool.size - 1))  # n - 1 when every spot is a source
     if k < 1:
         eye = sparse.identity(n, dtype=np.float32, format="csr")
         return eye if include_self else sparse.csr_matrix((n, n), dtype=np.float32)
-    nn = NearestNeighbors(n_neighbors=k + 1).fit(coords)
-    dist, idx = nn.kneighbors(coords)
-    # drop the spot itself (it need not come first when several spots share a position)
-    dist = np.where(idx == np.arange(n)[:, None], -1.0, dist)
+    nn = NearestNeighbors(n_neighbors=k + 1).fit(coords[pool])
+    dist, j = nn.kneighbors(coords)
+    idx = pool[j]
+    # drop the spot itself (it need not come first when several spots share a position, and it is
+    # absent when it is not a source): push it to the end and keep the k nearest others
+    dist = np.where(idx == np.arange(n)[:, None], np.inf, dist)
     order = np.argsort(dist, axis=1, kind="stable")
-    neighbours = np.take_along_axis(idx, order, axis=1)[:, 1:]
+    neighbours = np.take_along_axis(idx, order, axis=1)[:, :k]
     cols = neighbours
     if include_self:
         cols = np.column_stack([np.arange(n), neighbours])
