@@ -254,6 +254,28 @@ def to_markdown(table: pd.DataFrame, features: pd.DataFrame, seeds: int, total_s
                     cells.append(f"{m:.3f} ± {s:.3f}" if pd.notna(s) else f"{m:.3f}")
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
         lines.append("")
+    lines += [
+        "## Does the image help the fused model? (paired by holdout seed)",
+        "",
+        "Difference `multimodal without image` minus `multimodal (tile_scale 2)` on the same holdout, mean over seeds,",
+        "and on how many seeds the model with the image is better (lower RMSE, higher Pearson).",
+        "",
+        "| section | strategy | Δ rmse_log1p | image better (RMSE) | Δ pearson_log1p | image better (Pearson) "
+        "| Δ top50_pearson | image better (top 50) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for (section, strategy), t in table.groupby(["section", "strategy"], sort=False):
+        w = t[t["method"] == "multimodal (tile_scale 2)"].set_index("seed")
+        wo = t[t["method"] == "multimodal without image"].set_index("seed")
+        d_rmse = wo["rmse_log1p"] - w["rmse_log1p"]
+        d_r = w["pearson_log1p"] - wo["pearson_log1p"]
+        d_top = w["top50_pearson"] - wo["top50_pearson"]
+        n = len(d_rmse)
+        lines.append(
+            f"| {section} | {strategy} | {d_rmse.mean():+.4f} | {int((d_rmse > 0).sum())}/{n} | {d_r.mean():+.4f} | "
+            f"{int((d_r > 0).sum())}/{n} | {d_top.mean():+.4f} | {int((d_top > 0).sum())}/{n} |"
+        )
+    lines.append("")
     lines += ["## Image feature time", "", "| section | tile_scale | seconds | source |", "|---|---|---|---|"]
     for _, r in features.iterrows():
         lines.append(f"| {r['section']} | {r['tile_scale']:g} | {r['seconds']:.2f} | {r['img_source']} |")

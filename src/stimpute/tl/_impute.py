@@ -148,6 +148,14 @@ def impute(
     All learned methods also read each spot's log library size (``library_size=True``), because hidden
     counts scale with sequencing depth.
 
+    **Spots without counts** (hidden whole by :func:`stimpute.pp.holdout` with ``strategy="spots"``, or
+    empty in ``layer``) are unobserved, not spots of zeros: they are never trained on and never act as
+    anyone's neighbour; their depth is guessed from their 6 nearest spots with counts, and the fused model
+    reads them through position, image and the neighbours' values only. Training hides the counts of the
+    same share of spots from the input (``spot_mask``), so the model has learnt that case. Whole hidden
+    spots are scored on every gene, zeros included: predict them with ``detection=True,
+    output="expected"`` (see ``benchmarks/results/image_her2st.md``).
+
     **What the layer holds** (``output``). Hidden non-zero entries and true zeros look the same in
     ``layer``, so one number per entry cannot serve every use:
 
