@@ -66,9 +66,9 @@ def _masked_batch_loss(
     val_fraction: float,
     seed: int,
     cache: torch.Tensor | None,
-    spot_mask: float = 0.0,
     graph,
     spatial_reg: float,
+    spot_mask: float = 0.0,
 ) -> torch.Tensor:
     b = batch(prep, idx, device, source="fit")
     x = b["counts"]
