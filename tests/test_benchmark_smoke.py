@@ -126,3 +126,27 @@ def test_bad_arguments_fail(tmp_path):
     proc = _run(tmp_path, "--methods", "no_such_method")
     assert proc.returncode != 0 and "invalid choice" in proc.stderr
     assert not (tmp_path / "benchmark.csv").exists()
+
+
+def test_image_her2st_quick(tmp_path, her2st_dir):
+    """benchmarks/image_her2st.py --quick (real her2st sections, 200 genes, 5 epochs) writes sane tables."""
+    script = REPO / "benchmarks" / "image_her2st.py"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg", "STIMPUTE_DATA": str(her2st_dir.parent)}
+    proc = subprocess.run(
+        [sys.executable, str(script), "--quick", "--out", str(tmp_path)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    table = pd.read_csv(tmp_path / "image_her2st_quick.csv")
+    assert set(table["strategy"]) == {"spots", "entries"}
+    assert {"knn", "image, tile_scale 2", "multimodal (tile_scale 2)", "baseline: gene mean"} <= set(table["method"])
+    assert table["rmse_log1p"].between(0, 5).all()
+    # finite scores for every method (quality itself is judged by the full run, not by this smoke test)
+    assert np.isfinite(table.loc[table["method"] != "baseline: gene mean", "top50_pearson"]).all()
+    text = (tmp_path / "image_her2st_quick.md").read_text()
+    assert "paired by holdout seed" in text and "full-resolution" in text
