@@ -34,7 +34,7 @@ MODALITIES = ("counts", "position", "image")
 # sections (benchmarks/results/impute_dlpfc.md). Shared training options first, then per method.
 _TRAINING = {
     "weight_decay": 1e-5,
-    "patience": 6,
+    "patience": 4,
     "lr_decay": 0.3,
     "val_fraction": 0.1,
     "mask_fraction": 0.3,
@@ -226,7 +226,7 @@ def impute(
         Method options (defaults in brackets):
 
         all learned methods
-            ``weight_decay`` [1e-5] (L2 penalty), ``patience`` [6] (epochs without a 0.1% drop of the
+            ``weight_decay`` [1e-5] (L2 penalty), ``patience`` [4] (epochs without a 0.1% drop of the
             validation loss before stopping), ``lr_decay`` [0.3] (learning-rate factor when the
             validation loss stalls; 1 keeps it fixed), ``val_fraction`` [0.1], ``mask_fraction`` [0.3]
             (share of each spot's entries hidden from the input in every minibatch), ``spot_mask``
