@@ -20,13 +20,12 @@ Run from the repository root (about 10 minutes on one CPU thread)::
     python benchmarks/image_her2st.py            # writes benchmarks/results/image_her2st.{md,csv}
     python benchmarks/image_her2st.py --quick    # 1 seed, 200 genes, 5 epochs: a smoke run
 
-The data are read from ``$STIMPUTE_DATA`` or ``../shared/data``.
+The data are read from ``st.settings.datadir`` (``$STIMPUTE_DATA`` or ``../shared/data``).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import sys
 import time
@@ -46,11 +45,6 @@ SECTIONS = ("her2st_C2", "her2st_C3")
 TILE_SCALES = (1.0, 2.0, 3.0)
 N_TOP = 50
 PROTOCOLS = {"spots": 0.2, "entries": 0.5}
-
-
-def data_dir() -> Path:
-    env = os.environ.get("STIMPUTE_DATA")
-    return Path(env) if env else HERE.parent.parent / "shared" / "data"
 
 
 def log(msg: str) -> None:
@@ -91,10 +85,7 @@ def top50_pearson(adata: ad.AnnData, layer: str, genes: np.ndarray, strategy: st
     """
     X = sparse.csr_matrix(adata.X)
     if strategy == "spots":
-        col = "holdout" + HIDDEN_SPOT_SUFFIX
-        hidden = adata.obs[col].to_numpy(dtype=bool) if col in adata.obs else None
-        if hidden is None:
-            hidden = np.asarray(adata.layers["holdout_test"].sum(axis=1)).ravel() > 0
+        hidden = adata.obs["holdout" + HIDDEN_SPOT_SUFFIX].to_numpy(dtype=bool)
         # the truth is normalised by the spot's total over all genes of the section
         y = log_cp10k(X[hidden])[:, genes]
         p = log_cp10k(np.asarray(adata.layers[layer])[hidden])[:, genes]
@@ -141,8 +132,7 @@ def methods(n_epochs: int | None, strategy: str) -> list[tuple[str, dict]]:
 
 
 def run_section(name: str, *, seeds: int, n_genes: int, n_epochs: int | None) -> tuple[list[dict], list[dict]]:
-    # the loader records the full-resolution jpg of the section (st.get.source_image_path)
-    st.settings.datadir = data_dir()
+    # the loader (st.settings.datadir: $STIMPUTE_DATA or ../shared/data) records the full-resolution jpg
     adata = st.datasets.her2st(name.split("_")[1])
     # keep the most detected genes: ~190 spots cannot support 15,000 outputs
     detected = np.asarray((adata.X > 0).sum(axis=0)).ravel()
@@ -298,8 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     rows, feats = [], []
     for name in SECTIONS:
-        if not (data_dir() / name / "adata.h5ad").exists():
-            log(f"{name}: not in {data_dir()}, skipped")
+        if not (st.settings.datadir / name / "adata.h5ad").exists():
+            log(f"{name}: not in {st.settings.datadir}, skipped")
             continue
         r, f = run_section(name, seeds=seeds, n_genes=n_genes, n_epochs=n_epochs)
         rows += r

@@ -45,6 +45,16 @@ def _quiet_settings():
 
 
 @pytest.fixture
+def one_torch_thread():
+    """Torch on one thread for the test (deterministic timings, no oversubscription); restored after."""
+    torch = pytest.importorskip("torch")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def synthetic() -> ad.AnnData:
     """Small synthetic section (200 spots x 50 genes), fresh for every test."""
     return st.datasets.synthetic_visium(n_spots=200, n_genes=50, random_state=0)

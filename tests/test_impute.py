@@ -19,12 +19,7 @@ LEARNED = ("autoencoder", "positional", "image", "multimodal")
 UNS_KEYS = {"params", "history", "best_epoch", "device", "wall_time", "fusion_weights"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _with_image(adata: ad.AnnData) -> ad.AnnData:

@@ -141,8 +141,13 @@ def prepare(
     val_fraction: float = 0.0,
     rng: np.random.Generator | None = None,
     max_val_spots: int = 2048,
+    library_guess: bool = False,
 ) -> Prepared:
-    """Build the network inputs for count matrix ``X`` with the (stored or fresh) normalisation ``norm``."""
+    """Build the network inputs for count matrix ``X`` with the (stored or fresh) normalisation ``norm``.
+
+    The neighbours' library size (``Prepared.library_neighbours``) is computed when some spot has no
+    counts, or when ``library_guess`` (training with whole-spot masking); otherwise it is never read.
+    """
     L = log1p_csr(X)
     totals = np.asarray(sparse.csr_matrix(X, dtype=np.float64).sum(axis=1)).ravel()
     n_obs = L.shape[0]
@@ -166,7 +171,7 @@ def prepare(
     # the depth a spot would have, from its nearest spots with counts (sequencing depth follows the tissue):
     # the library input of a spot without counts, and of a spot whose counts are hidden in training
     library_neighbours = None
-    if coords is not None and (totals > 0).sum() > 1:
+    if coords is not None and (library_guess or (totals == 0).any()) and (totals > 0).sum() > 1:
         g6 = spatial_graph(coords, 6, sources=totals > 0)
         library_neighbours = np.asarray(g6 @ library, dtype=np.float32).reshape(-1, 1)
         library = np.where(totals[:, None] > 0, library, library_neighbours).astype(np.float32)

@@ -52,6 +52,7 @@ def fit_model(
         image=image,
         val_fraction=training["val_fraction"],
         rng=rng,
+        library_guess=(training.get("spot_mask") or 0.0) > 0,
     )
     net = build_net(config)
     with torch.no_grad():
