@@ -31,11 +31,14 @@ import numpy as np
 import pandas as pd
 
 import stimpute as st
-from stimpute.tl._knn import spatial_smooth
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE_RAW_RMSE = {"autoencoder": 8.74, "positional": 4.42, "image": 4.35, "multimodal": 8.40}
 N_CLUSTERS = 7
+SMOOTHED_TRAIN = "smoothed train (self + 6 nearest)"
+SMOOTH_SUFFIX = ", smoothed (self + 6 nearest)"
+EXTRA_SEEDS = (1, 2, 3, 4)  # training seeds of the fused model besides the default 0 (for the ARI spread)
+CLUSTER_SEEDS = (0, 1, 2, 3, 4)  # clustering seeds averaged for the rows every cluster claim rests on
 
 
 def data_dir() -> Path:
@@ -48,44 +51,42 @@ def log(msg: str) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# clustering: st.tl.compare_clusters when present, else the same pipeline locally
+# clustering: st.tl.compare_clusters, Leiden tuned to 7 clusters and k-means
 
 
-def _local_ari(adata: ad.AnnData, layers: list[str], method: str, seed: int = 0) -> dict[str, float]:
-    import scanpy as sc
-    from sklearn.cluster import KMeans
-    from sklearn.metrics import adjusted_rand_score
-
-    labels = adata.obs["label"]
-    ok = labels.notna().to_numpy()
-    truth = labels.astype(str).to_numpy()[ok]
-    out = {}
-    for layer in layers:
-        M = adata.X if layer == "X" else adata.layers[layer]
-        tmp = ad.AnnData(M.astype(np.float32))
-        sc.pp.normalize_total(tmp)
-        sc.pp.log1p(tmp)
-        sc.pp.highly_variable_genes(tmp, n_top_genes=3000, flavor="seurat", subset=True)
-        sc.pp.pca(tmp, n_comps=30, random_state=seed)
-        if method != "kmeans":
-            msg = "the local fallback only does k-means"
-            raise ValueError(msg)
-        pred = KMeans(N_CLUSTERS, n_init=10, random_state=seed).fit_predict(tmp.obsm["X_pca"])
-        out[layer] = adjusted_rand_score(truth, pred[ok])
-    return out
-
-
-def cluster_scores(adata: ad.AnnData, layers: list[str]) -> pd.DataFrame:
+def cluster_scores(adata: ad.AnnData, layers: list[str], seed: int = 0) -> pd.DataFrame:
+    """ARI against the manual layers of every layer, with one clustering seed (PCA, Leiden, k-means)."""
     rows = {}
     for method in ("leiden", "kmeans"):
-        if hasattr(st.tl, "compare_clusters"):
-            st.tl.compare_clusters(
-                adata, layers, labels_key="label", n_clusters=N_CLUSTERS, method=method, key_added=f"clusters_{method}"
-            )
-            rows[f"ari_{method}"] = adata.uns[f"clusters_{method}"]["scores"]["ari_labels"].to_dict()
-        elif method == "kmeans":
-            rows[f"ari_{method}"] = _local_ari(adata, layers, method)
+        st.tl.compare_clusters(
+            adata,
+            layers,
+            labels_key="label",
+            n_clusters=N_CLUSTERS,
+            method=method,
+            random_state=seed,
+            key_added=f"clusters_{method}",
+        )
+        rows[f"ari_{method}"] = adata.uns[f"clusters_{method}"]["scores"]["ari_labels"].to_dict()
     return pd.DataFrame(rows)
+
+
+def cluster_seed_means(adata: ad.AnnData, layers: list[str], first: pd.DataFrame) -> pd.DataFrame:
+    """Mean and spread of the ARI over CLUSTER_SEEDS (``first`` holds seed 0): one seed is not enough.
+
+    The Leiden ARI of one matrix moves by up to 0.18 between clustering seeds on these sections (and even
+    with float rounding differences of the input), so every cluster claim compares these means.
+    """
+    per_seed = [first.loc[layers]]
+    for seed in CLUSTER_SEEDS[1:]:
+        per_seed.append(cluster_scores(adata, layers, seed=seed))
+    stacked = pd.concat(per_seed, keys=list(CLUSTER_SEEDS), names=["seed", "layer"])
+    out = pd.DataFrame(index=layers)
+    for col in ("ari_leiden", "ari_kmeans"):
+        by_layer = stacked[col].groupby(level="layer")
+        out[f"{col}_mean"] = by_layer.mean()
+        out[f"{col}_sd"] = by_layer.std(ddof=1)
+    return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -102,9 +103,7 @@ def run_section(section: str, *, quick: bool, n_genes: int | None = None, max_ep
     info: dict = {"section": section, "n_obs": adata.n_obs, "n_vars": adata.n_vars}
 
     # plain spatial smoothing of the training matrix: each spot = mean of itself and its 6 nearest spots
-    adata.layers["smoothed train (self + 6 nearest)"] = spatial_smooth(
-        adata.layers["holdout_train"], adata.obsm["spatial"], 6
-    )
+    st.pp.spatial_smooth(adata, "holdout_train", n_neighbors=6, key_added=SMOOTHED_TRAIN)
 
     rows: dict[str, dict] = {}  # layer -> description
     readouts: dict[str, str] = {}  # normalized readout layer of each method
@@ -164,8 +163,7 @@ def run_section(section: str, *, quick: bool, n_genes: int | None = None, max_ep
             ("n_neighbors=6", {"n_neighbors": 6}),
             ("learning_rate=1e-3, lr_decay=1 (no decay)", {"learning_rate": 1e-3, "lr_decay": 1.0}),
             ("spatial_reg=1", {"spatial_reg": 1.0}),
-            ("random_state=1", {"random_state": 1}),
-            ("random_state=2", {"random_state": 2}),
+            *((f"random_state={seed}", {"random_state": seed}) for seed in EXTRA_SEEDS),
         ):
             name = f"multimodal, {label}"
             model = add(name, method="multimodal", model=True, **kw)
@@ -181,16 +179,25 @@ def run_section(section: str, *, quick: bool, n_genes: int | None = None, max_ep
         )
         add("autoencoder, spatial_reg=1", method="autoencoder", spatial_reg=1.0)
 
+    # the clustering recipe: each normalized readout smoothed exactly like the training-matrix baseline
+    for key in [k for k in rows if k.endswith("output=normalized") and not k.startswith("knn")]:
+        st.pp.spatial_smooth(adata, key, n_neighbors=6, key_added=f"{key}{SMOOTH_SUFFIX}")
+        rows[f"{key}{SMOOTH_SUFFIX}"] = dict(rows[key])
     imputed = list(rows)
-    scores = st.tl.evaluate(adata, imputed + ["smoothed train (self + 6 nearest)"])
-    cluster_layers = ["X", "holdout_train", "smoothed train (self + 6 nearest)", *imputed]
+    scores = st.tl.evaluate(adata, imputed + [SMOOTHED_TRAIN])
+    cluster_layers = ["X", "holdout_train", SMOOTHED_TRAIN, *imputed]
     log("  clustering")
     clusters = cluster_scores(adata, cluster_layers)
+    key_layers = ["X", "holdout_train", SMOOTHED_TRAIN, "multimodal", *seed_rows(False), *seed_rows(True)]
+    key_layers += [f"positional, output=normalized{sfx}" for sfx in ("", SMOOTH_SUFFIX)]
+    key_layers = [k for k in dict.fromkeys(key_layers) if k in clusters.index]
+    log(f"  clustering {len(key_layers)} layers with {len(CLUSTER_SEEDS)} clustering seeds")
+    clusters = clusters.join(cluster_seed_means(adata, key_layers, clusters), how="left")
     table = scores.join(clusters, how="outer")
     for key, extra in rows.items():
         for col, val in extra.items():
             table.loc[key, col] = val
-    order = ["X", "holdout_train", "smoothed train (self + 6 nearest)", "baseline: gene mean", "baseline: train as is"]
+    order = ["X", "holdout_train", SMOOTHED_TRAIN, "baseline: gene mean", "baseline: train as is"]
     order += [k for k in rows if k not in order]
     table = table.loc[[k for k in order if k in table.index]]
     table.index.name = "layer"
@@ -256,6 +263,8 @@ def to_markdown(table: pd.DataFrame, timing: dict | None, total_s: float) -> str
         "rmse_raw",
         "ari_leiden",
         "ari_kmeans",
+        "ari_leiden_mean",
+        "ari_kmeans_mean",
         "wall_time_s",
         "best_epoch",
         "fusion_weights",
@@ -282,7 +291,9 @@ def to_markdown(table: pd.DataFrame, timing: dict | None, total_s: float) -> str
         "normalized readout are not comparable (it is not at the spot's depth) and are shown only for completeness. "
         "`multimodal without <m>` is the ablation `modalities=` without that modality; the other `multimodal, ...` rows "
         "change one default each. `smoothed train` is the training matrix with each spot replaced by the mean of itself "
-        "and its 6 nearest spots. `rmse_raw` is the reference thesis's number (raw counts); ARI columns compare clusters "
+        "and its 6 nearest spots (`st.pp.spatial_smooth(adata, 'holdout_train')`); `<readout>, smoothed (self + 6 "
+        "nearest)` is a normalized readout smoothed the same way, the clustering recipe of the tutorials (the "
+        "readout's holdout scores are again not comparable). `rmse_raw` is the reference thesis's number (raw counts); ARI columns compare clusters "
         "of each matrix with `obs['label']` (7 manual layers). `wall_time_s` is per model with one torch thread on a "
         "shared 2-core machine (noisy); see the MAGIC table for the timing target.",
         "",
@@ -291,6 +302,18 @@ def to_markdown(table: pd.DataFrame, timing: dict | None, total_s: float) -> str
     checks = target_checks(table)
     wide = checks.pivot(index="target", columns="section", values="met").loc[checks["target"].unique()]
     lines += ["## Targets of the issue (True = met)", "", _md(wide), ""]
+    seeded = [c for c in ("ari_leiden_mean", "ari_leiden_sd", "ari_kmeans_mean", "ari_kmeans_sd") if c in table.columns]
+    if seeded:
+        lines += [
+            f"## Clusters over {len(CLUSTER_SEEDS)} clustering seeds",
+            "",
+            f"ARI against the manual layers, mean and standard deviation over clustering seeds {list(CLUSTER_SEEDS)} "
+            "(`st.tl.compare_clusters(random_state=...)`: PCA, Leiden and k-means seeds). The per-section tables "
+            "below use seed 0 only; one clustering seed is not enough to rank matrices here.",
+            "",
+        ]
+        for section, sub in table.groupby("section", sort=False):
+            lines += [f"### {section}", "", _md(sub.loc[sub["ari_leiden_mean"].notna(), seeded]), ""]
     for section, sub in table.groupby("section", sort=False):
         lines += [f"## Section {section}", "", _md(sub[cols]), ""]
     if timing:
@@ -321,16 +344,17 @@ def to_markdown(table: pd.DataFrame, timing: dict | None, total_s: float) -> str
     return "\n".join(lines)
 
 
-SEED_ROWS = (
-    "multimodal, output=normalized",
-    "multimodal, random_state=1, output=normalized",
-    "multimodal, random_state=2, output=normalized",
-)
+def seed_rows(smoothed: bool = False) -> list[str]:
+    """The fused model's normalized readout (optionally smoothed) for every training seed."""
+    suffix = SMOOTH_SUFFIX if smoothed else ""
+    names = ["multimodal, output=normalized"]
+    names += [f"multimodal, random_state={seed}, output=normalized" for seed in EXTRA_SEEDS]
+    return [n + suffix for n in names]
 
 
-def seed_mean(t: pd.DataFrame, col: str) -> float:
-    """Mean over the three training seeds of the fused model's normalized readout."""
-    rows = [r for r in SEED_ROWS if r in t.index]
+def seed_mean(t: pd.DataFrame, col: str, smoothed: bool = False) -> float:
+    """Mean over the training seeds of the fused model's normalized readout."""
+    rows = [r for r in seed_rows(smoothed) if r in t.index]
     return float(t.loc[rows, col].mean()) if rows else float("nan")
 
 
@@ -350,18 +374,32 @@ def summary_lines(table: pd.DataFrame) -> list[str]:
             )
             + " (positive = the modality helps)."
         )
-        a = t[["ari_leiden", "ari_kmeans"]]
+        nc = len(CLUSTER_SEEDS)
 
-        def pair(row, a=a):
-            return f"{a.loc[row, 'ari_leiden']:.3f}/{a.loc[row, 'ari_kmeans']:.3f}"
+        def pair(row, t=t):
+            return f"{t.loc[row, 'ari_leiden_mean']:.3f}/{t.loc[row, 'ari_kmeans_mean']:.3f}"
+
+        def per_seed(smoothed, t=t):
+            return ", ".join(pair(r) for r in seed_rows(smoothed) if r in t.index)
+
+        def wins(smoothed, t=t):
+            rows = [r for r in seed_rows(smoothed) if r in t.index]
+            count = [
+                sum(t.loc[r, c] > t.loc[SMOOTHED_TRAIN, c] for r in rows)
+                for c in ("ari_leiden_mean", "ari_kmeans_mean")
+            ]
+            return f"{count[0]}/{count[1]} of {len(rows)}"
+
+        def both(smoothed, t=t):
+            return f"{seed_mean(t, 'ari_leiden_mean', smoothed):.3f}/{seed_mean(t, 'ari_kmeans_mean', smoothed):.3f}"
 
         out.append(
-            f"- {section}: ARI (Leiden/k-means) X {pair('X')}, training matrix {pair('holdout_train')}, smoothed "
-            f"training matrix {pair('smoothed train (self + 6 nearest)')}, multimodal default layer {pair('multimodal')}, "
-            f"multimodal normalized readout {pair('multimodal, output=normalized')} (other training seeds, random_state=1: "
-            f"{pair('multimodal, random_state=1, output=normalized')}, random_state=2: "
-            f"{pair('multimodal, random_state=2, output=normalized')}; mean of the 3 seeds "
-            f"{seed_mean(t, 'ari_leiden'):.3f}/{seed_mean(t, 'ari_kmeans'):.3f})."
+            f"- {section}: ARI (Leiden/k-means; each matrix's mean over {nc} clustering seeds) X {pair('X')}, "
+            f"training matrix {pair('holdout_train')}, smoothed training matrix {pair(SMOOTHED_TRAIN)}, multimodal "
+            f"default layer {pair('multimodal')}; multimodal normalized readout {both(False)} (mean over "
+            f"{1 + len(EXTRA_SEEDS)} training seeds: {per_seed(False)}); the same readouts smoothed like the training "
+            f"matrix {both(True)} ({per_seed(True)}). Training seeds whose readout beats the smoothed training "
+            f"matrix (Leiden/k-means): normalized {wins(False)}, smoothed {wins(True)}."
         )
     return out
 
@@ -394,19 +432,36 @@ def target_checks(table: pd.DataFrame) -> pd.DataFrame:
                     and val("multimodal", "pearson_log1p") > val(m, "pearson_log1p"),
                 )
             )
-        for readout in ("multimodal", "multimodal, output=normalized"):
-            for other in ("X", "holdout_train", "smoothed train (self + 6 nearest)"):
+        # cluster claims rest on means over CLUSTER_SEEDS (and over the training seeds for the readouts)
+        n_seeds, nc = 1 + len(EXTRA_SEEDS), len(CLUSTER_SEEDS)
+        contenders = {
+            "multimodal (default layer)": lambda col, t=t: val("multimodal", col),
+            f"multimodal, output=normalized (mean of {n_seeds} training seeds)": lambda col, t=t: seed_mean(t, col),
+            f"multimodal, output=normalized, smoothed (mean of {n_seeds} training seeds)": lambda col, t=t: seed_mean(
+                t, col, True
+            ),
+        }
+        for name, get in contenders.items():
+            for other in ("X", "holdout_train", SMOOTHED_TRAIN):
                 for col in ("ari_leiden", "ari_kmeans"):
                     checks.append(
-                        (section, f"ARI ({col[4:]}): {readout} > {other}", val(readout, col) > val(other, col))
+                        (
+                            section,
+                            f"ARI ({col[4:]}, mean of {nc} clustering seeds): {name} > {other}",
+                            get(f"{col}_mean") > val(other, f"{col}_mean"),
+                        )
                     )
-        for other in ("X", "holdout_train", "smoothed train (self + 6 nearest)"):
+        for smoothed in (False, True):
+            name = "multimodal, output=normalized" + (SMOOTH_SUFFIX if smoothed else "")
             for col in ("ari_leiden", "ari_kmeans"):
+                rows = [r for r in seed_rows(smoothed) if r in t.index]
+                wins = sum(val(r, f"{col}_mean") > val(SMOOTHED_TRAIN, f"{col}_mean") for r in rows)
                 checks.append(
                     (
                         section,
-                        f"ARI ({col[4:]}): multimodal, output=normalized, mean of 3 training seeds > {other}",
-                        seed_mean(t, col) > val(other, col),
+                        f"ARI ({col[4:]}, mean of {nc} clustering seeds): {name} > {SMOOTHED_TRAIN} for every "
+                        "training seed",
+                        wins == len(rows),
                     )
                 )
     return pd.DataFrame(checks, columns=["section", "target", "met"])

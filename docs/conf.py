@@ -15,7 +15,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 project = "stimpute"
 author = "stimpute developers"
-copyright = f"{date.today().year}, {author}"  # noqa: A001
+copyright = f"{date.today().year}, {author}"
 release = _version("stimpute")
 version = release
 

@@ -216,4 +216,6 @@ def test_cli_demo_synthetic(tmp_path, capsys):
     assert {"imputed_knn", "imputed_positional", "baseline: gene mean"} <= set(scores.index)
     out = capsys.readouterr().out
     assert "imputed_positional_normalized" in out  # the clustering readout of the trained model
+    assert "imputed_positional_normalized_smoothed" in out  # ... smoothed, next to its bar:
+    assert "holdout_train_smoothed" in out
     assert "Held-out entries" in out
