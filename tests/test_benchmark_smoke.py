@@ -150,3 +150,25 @@ def test_image_her2st_quick(tmp_path, her2st_dir):
     assert np.isfinite(table.loc[table["method"] != "baseline: gene mean", "top50_pearson"]).all()
     text = (tmp_path / "image_her2st_quick.md").read_text()
     assert "paired by holdout seed" in text and "full-resolution" in text
+
+
+def test_scale_quick(tmp_path):
+    """benchmarks/scale.py --quick (2,000 synthetic spots, one fresh process) times and measures every step."""
+    script = REPO / "benchmarks" / "scale.py"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+    proc = subprocess.run(
+        [sys.executable, str(script), "--quick", "--out", str(tmp_path)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    table = pd.read_csv(tmp_path / "scale.csv")
+    assert (table["n_spots"] == 2000).all()
+    assert any(step.startswith("st.tl.impute multimodal") for step in table["step"])
+    assert "st.pp.spatial_smooth" in set(table["step"])
+    assert (table["wall_s"] >= 0).all() and np.isfinite(table["peak_mb"]).all()
+    assert "| 2,000 |" in (tmp_path / "scale.md").read_text()

@@ -473,3 +473,23 @@ def test_dlpfc_smoke(dlpfc):
     assert scores.loc["imputed_multimodal", "rmse_log1p"] < floor
     assert scores.loc["imputed_knn", "rmse_log1p"] < floor
     assert adata.layers["imputed_multimodal"].shape == (adata.n_obs, 300)
+
+
+def test_neighbour_features_without_cache_match(synthetic, monkeypatch, one_torch_thread):
+    """Large sections compute the neighbours' features per minibatch instead of caching them: same result."""
+    from stimpute._model import _data
+
+    st.pp.holdout(synthetic, fraction=0.5, random_state=0)
+    kw = {"method": "multimodal", "layer": "holdout_train", "max_epochs": 3, "random_state": 0}
+    cached = st.tl.impute(synthetic, key_added="cached", return_model=True, **kw)
+    monkeypatch.setattr(_data, "NEIGHBOUR_CACHE_BYTES", 0)
+    lazy = st.tl.impute(synthetic, key_added="lazy", return_model=True, **kw)
+    np.testing.assert_array_equal(synthetic.layers["cached"], synthetic.layers["lazy"])
+    np.testing.assert_array_equal(
+        synthetic.uns["cached"]["history"]["val_loss"], synthetic.uns["lazy"]["history"]["val_loss"]
+    )
+    # and a model trained with the cache predicts the same without it (and the other way round)
+    cached.predict(synthetic, layer="holdout_train", key_added="cached_then_lazy", output="normalized")
+    monkeypatch.setattr(_data, "NEIGHBOUR_CACHE_BYTES", 1 << 30)
+    lazy.predict(synthetic, layer="holdout_train", key_added="lazy_then_cached", output="normalized")
+    np.testing.assert_array_equal(synthetic.layers["cached_then_lazy"], synthetic.layers["lazy_then_cached"])

@@ -92,6 +92,13 @@ def position_features(coords: np.ndarray, *, n_frequencies: int, degree: int) ->
     return np.hstack(feats).astype(np.float32)
 
 
+_CHUNK = 4096  # spots per block when a per-spot quantity is computed for all spots
+# the neighbours' means and detection rates of every spot are kept in memory (fast minibatches) when the two
+# CSR matrices take at most this much; above it (large sections, e.g. Visium HD) each minibatch computes its own
+# rows from the sparse counts, about twice the training time for a memory footprint that stays that of the counts
+NEIGHBOUR_CACHE_BYTES = 1 << 30
+
+
 @dataclass
 class Prepared:
     """Everything the network reads, for one AnnData (all CPU, sparse where large)."""
@@ -101,10 +108,15 @@ class Prepared:
     L_val: sparse.csr_matrix  # validation entries only
     library: np.ndarray  # (n_obs, 1) standardised log library size
     size_factor: np.ndarray  # (n_obs,) total / median total, for the count likelihoods
-    neigh: sparse.csr_matrix | None = None  # graph @ L_obs: neighbours' mean log1p counts
-    neigh_detect: sparse.csr_matrix | None = None  # graph @ (L_obs > 0): neighbours' detection rate
-    neigh_estimate: sparse.csr_matrix | None = None  # shrunk neighbour mean non-zero value minus gene mean
-    neigh_proj: np.ndarray | None = None  # neigh projected on the count encoder's principal axes
+    # neighbours' features are computed per minibatch from these (see `neighbour_rows`): stored whole, the
+    # neighbours' means of 18 spots would be nearly dense, several times the size of the count matrix
+    neigh_source: sparse.csr_matrix | None = None  # log1p counts whose neighbour mean the encoder reads
+    neigh_binary: sparse.csr_matrix | None = None  # 1 where a count is observed (for the detection rate)
+    neigh_gene_mean: np.ndarray | None = None  # gene means the neighbour estimate shrinks to (neighbour_skip)
+    neigh_pseudo: float = 0.0  # pseudo-neighbours at the gene mean, on the graph's weight scale
+    neigh_proj: np.ndarray | None = None  # neighbours' mean projected on the count encoder's principal axes
+    # all spots' neighbour mean, detection rate and estimate (None without neighbour_skip), when small enough
+    neigh_cache: tuple[sparse.csr_matrix, sparse.csr_matrix, sparse.csr_matrix | None] | None = None
     graph: sparse.csr_matrix | None = None  # row-normalised spatial kNN graph
     position: np.ndarray | None = None
     image: np.ndarray | None = None
@@ -119,6 +131,26 @@ class Prepared:
     @property
     def n_obs(self) -> int:
         return self.L_obs.shape[0]
+
+    @property
+    def has_neighbours(self) -> bool:
+        return self.neigh_source is not None
+
+    def neighbour_rows(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Dense neighbours' mean values and detection rates of the spots ``idx`` (only these rows)."""
+        if self.neigh_cache is not None:
+            mean, rate, _ = self.neigh_cache
+            return mean[idx].toarray(), rate[idx].toarray()
+        g = self.graph[idx]
+        mean = (g @ self.neigh_source).toarray().astype(np.float32, copy=False)
+        rate = (g @ self.neigh_binary).toarray().astype(np.float32, copy=False)
+        return mean, rate
+
+    def neighbour_estimate_rows(self, idx: np.ndarray, mean: np.ndarray, rate: np.ndarray) -> np.ndarray:
+        """The neighbours' mean non-zero value shrunk to the gene mean, minus it (0 where no neighbour has it)."""
+        if self.neigh_cache is not None and self.neigh_cache[2] is not None:
+            return self.neigh_cache[2][idx].toarray()
+        return neighbour_estimate_dense(mean, rate, self.neigh_gene_mean, self.neigh_pseudo)
 
 
 def library_stats(L_counts_total: np.ndarray) -> tuple[float, float, float]:
@@ -193,20 +225,20 @@ def prepare(
         if config.get("neighbours"):
             # neighbours' values at a common depth when the count encoder reads depth-normalised counts
             L_in = depth_normalised_log1p(X, norm["library_median"]) if config.get("normalize_counts") else L
-            prep.neigh = (prep.graph @ L_in).tocsr().astype(np.float32)
+            prep.neigh_source = sparse.csr_matrix(L_in, dtype=np.float32)
             B = L.copy()
             B.data = np.ones_like(B.data)
-            prep.neigh_detect = (prep.graph @ B).tocsr().astype(np.float32)
+            prep.neigh_binary = B
             if config.get("neighbour_skip"):
-                prep.neigh_estimate = neighbour_estimate(
-                    prep.neigh,
-                    prep.neigh_detect,
-                    np.asarray(
-                        norm["gene_mean_normalised" if config.get("normalize_counts") else "gene_mean"],
-                        dtype=np.float32,
-                    ),
-                    config["shrinkage"] / max(1, int(np.diff(prep.graph.indptr).max(initial=1))),
+                prep.neigh_gene_mean = np.asarray(
+                    norm["gene_mean_normalised" if config.get("normalize_counts") else "gene_mean"], dtype=np.float32
                 )
+                prep.neigh_pseudo = config["shrinkage"] / max(1, int(np.diff(prep.graph.indptr).max(initial=1)))
+            n_graph = int(np.diff(prep.graph.indptr).max(initial=0))
+            upper = min(n_obs * L.shape[1], L.nnz * max(n_graph, 1))  # stored entries of each neighbour matrix
+            n_matrices = 3 if prep.neigh_gene_mean is not None else 2
+            if n_matrices * upper * 8 <= NEIGHBOUR_CACHE_BYTES:
+                prep.neigh_cache = _neighbour_cache(prep)
     if "position" in modalities:
         prep.position = position_features(coords, n_frequencies=config["n_frequencies"], degree=config["poly_degree"])
     if "image" in modalities:
@@ -227,24 +259,33 @@ def depth_normalised_log1p(X: sparse.spmatrix | np.ndarray, target: float) -> sp
     return C
 
 
-def neighbour_estimate(
-    S: sparse.csr_matrix, C: sparse.csr_matrix, gene_mean: np.ndarray, pseudo: float
-) -> sparse.csr_matrix:
-    """``(S + pseudo * m) / (C + pseudo) - m`` on the stored entries of ``C`` (it is 0 elsewhere).
+def _neighbour_cache(prep: Prepared) -> tuple[sparse.csr_matrix, sparse.csr_matrix, sparse.csr_matrix | None]:
+    """Every spot's neighbour mean, detection rate and (with ``neigh_gene_mean``) estimate, as CSR."""
+    mean = (prep.graph @ prep.neigh_source).tocsr().astype(np.float32)
+    rate = (prep.graph @ prep.neigh_binary).tocsr().astype(np.float32)
+    mean.sort_indices()
+    rate.sort_indices()
+    estimate = None
+    if prep.neigh_gene_mean is not None:
+        # both products share one sparsity pattern (the counts and their indicator have the same entries)
+        if not (np.array_equal(mean.indptr, rate.indptr) and np.array_equal(mean.indices, rate.indices)):
+            mean = sparse.csr_matrix((np.asarray(mean[rate.nonzero()]).ravel(), rate.indices, rate.indptr), rate.shape)
+        m = prep.neigh_gene_mean[rate.indices]
+        data = (mean.data + prep.neigh_pseudo * m) / (rate.data + prep.neigh_pseudo) - m
+        estimate = sparse.csr_matrix((data.astype(np.float32), rate.indices.copy(), rate.indptr.copy()), rate.shape)
+    return mean, rate, estimate
 
-    ``S`` and ``C`` are the neighbours' mean ``log1p`` value and detection rate (same sparsity), ``m``
-    the gene means: the neighbours' mean non-zero value shrunk to the gene mean, as a deviation from it.
+
+def neighbour_estimate_dense(S: np.ndarray, C: np.ndarray, gene_mean: np.ndarray, pseudo: float) -> np.ndarray:
+    """``(S + pseudo * m) / (C + pseudo) - m`` where ``C > 0``, else 0 (dense rows, float32).
+
+    ``S`` and ``C`` are the neighbours' mean ``log1p`` value and detection rate, ``m`` the gene means:
+    the neighbours' mean non-zero value shrunk to the gene mean, as a deviation from it.
     """
-    S = sparse.csr_matrix(S)
-    C = sparse.csr_matrix(C)
-    S.sort_indices()
-    C.sort_indices()
-    if not (np.array_equal(S.indptr, C.indptr) and np.array_equal(S.indices, C.indices)):
-        # align S on C's sparsity (both come from the same graph product, so this is only a safeguard)
-        S = sparse.csr_matrix((np.asarray(S[C.nonzero()]).ravel(), C.indices.copy(), C.indptr.copy()), shape=C.shape)
-    m = gene_mean[C.indices]
-    data = (S.data + pseudo * m) / (C.data + pseudo) - m
-    return sparse.csr_matrix((data.astype(np.float32), C.indices.copy(), C.indptr.copy()), shape=C.shape)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = (S + pseudo * gene_mean) / (C + pseudo) - gene_mean
+    out[C <= 0] = 0.0
+    return out
 
 
 def fresh_norm(X: sparse.spmatrix | np.ndarray, image: np.ndarray | None) -> dict:
@@ -287,14 +328,15 @@ def batch(prep: Prepared, idx: np.ndarray, device: torch.device, *, source: str 
         "counts": torch.from_numpy(L[idx].toarray()).to(device),
         "library": torch.from_numpy(prep.library[idx]).to(device),
     }
-    if prep.neigh_proj is not None:
-        out["neigh_proj"] = torch.from_numpy(prep.neigh_proj[idx]).to(device)
-    elif prep.neigh is not None:
-        out["neigh"] = torch.from_numpy(prep.neigh[idx].toarray()).to(device)
-    if prep.neigh is not None:
-        out["neigh_detect"] = torch.from_numpy(prep.neigh_detect[idx].toarray()).to(device)
-        if prep.neigh_estimate is not None:
-            out["neigh_estimate"] = torch.from_numpy(prep.neigh_estimate[idx].toarray()).to(device)
+    if prep.has_neighbours:
+        mean, rate = prep.neighbour_rows(idx)
+        if prep.neigh_proj is not None:
+            out["neigh_proj"] = torch.from_numpy(prep.neigh_proj[idx]).to(device)
+        else:
+            out["neigh"] = torch.from_numpy(mean).to(device)
+        out["neigh_detect"] = torch.from_numpy(rate).to(device)
+        if prep.neigh_gene_mean is not None:
+            out["neigh_estimate"] = torch.from_numpy(prep.neighbour_estimate_rows(idx, mean, rate)).to(device)
     if prep.position is not None:
         out["position"] = torch.from_numpy(prep.position[idx]).to(device)
     if prep.image is not None:
@@ -305,7 +347,17 @@ def batch(prep: Prepared, idx: np.ndarray, device: torch.device, *, source: str 
 def attach_projection(prep: Prepared, net) -> None:
     """Precompute the neighbours' mean counts projected on the count encoder's fixed axes (they never change)."""
     enc = net.encoders["counts"] if "counts" in net.encoders else None
-    if prep.neigh is None or enc is None or enc.n_pcs == 0 or enc.neigh is None:
+    if not prep.has_neighbours or enc is None or enc.n_pcs == 0 or enc.neigh is None:
         return
     V = enc.projection.detach().cpu().numpy().astype(np.float32)
-    prep.neigh_proj = np.asarray(prep.neigh @ V, dtype=np.float32)
+    # in row chunks: the neighbours' mean of all spots at once would be nearly dense
+    if prep.neigh_cache is not None:
+        prep.neigh_proj = np.asarray(prep.neigh_cache[0] @ V, dtype=np.float32)
+        return
+    proj = np.empty((prep.n_obs, V.shape[1]), dtype=np.float32)
+    for start in range(0, prep.n_obs, _CHUNK):
+        rows = np.arange(start, min(start + _CHUNK, prep.n_obs))
+        mean = prep.graph[rows] @ prep.neigh_source
+        mean.sort_indices()  # the same summation order as with the cache
+        proj[rows] = np.asarray(mean @ V, dtype=np.float32)
+    prep.neigh_proj = proj
