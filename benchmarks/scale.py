@@ -115,7 +115,9 @@ def one_size(n_spots: int, n_genes: int, epochs: int, image_max_spots: int, seed
         ),
     )
     per_epoch = rows[-1]["wall_s"] / epochs
-    rows[-1]["note"] = f"{per_epoch:.1f} s per epoch; modalities {'+'.join(modalities)}"
+    rows[-1]["note"] = (
+        f"{per_epoch:.1f} s per epoch (the final prediction of every spot included); modalities {'+'.join(modalities)}"
+    )
     step("st.tl.evaluate", lambda: st.tl.evaluate(adata, ["imputed_knn", "imputed_multimodal"]))
     rows[0]["note"] = f"building the synthetic section took {build_s:.0f} s (not counted)"
     return rows
