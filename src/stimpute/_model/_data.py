@@ -136,15 +136,14 @@ class Prepared:
     def has_neighbours(self) -> bool:
         return self.neigh_source is not None
 
-    def neighbour_rows(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Dense neighbours' mean values and detection rates of the spots ``idx`` (only these rows)."""
+    def neighbour_rows(self, idx: np.ndarray, *, mean: bool = True) -> tuple[np.ndarray | None, np.ndarray]:
+        """Dense neighbours' mean values (unless ``mean=False``) and detection rates of the spots ``idx``."""
         if self.neigh_cache is not None:
-            mean, rate, _ = self.neigh_cache
-            return mean[idx].toarray(), rate[idx].toarray()
+            cached_mean, rate, _ = self.neigh_cache
+            return (cached_mean[idx].toarray() if mean else None), rate[idx].toarray()
         g = self.graph[idx]
-        mean = (g @ self.neigh_source).toarray().astype(np.float32, copy=False)
-        rate = (g @ self.neigh_binary).toarray().astype(np.float32, copy=False)
-        return mean, rate
+        values = (g @ self.neigh_source).toarray().astype(np.float32, copy=False) if mean else None
+        return values, (g @ self.neigh_binary).toarray().astype(np.float32, copy=False)
 
     def neighbour_estimate_rows(self, idx: np.ndarray, mean: np.ndarray, rate: np.ndarray) -> np.ndarray:
         """The neighbours' mean non-zero value shrunk to the gene mean, minus it (0 where no neighbour has it)."""
@@ -329,7 +328,10 @@ def batch(prep: Prepared, idx: np.ndarray, device: torch.device, *, source: str 
         "library": torch.from_numpy(prep.library[idx]).to(device),
     }
     if prep.has_neighbours:
-        mean, rate = prep.neighbour_rows(idx)
+        # the mean itself is read by the encoder without principal axes, or for an estimate not cached
+        cached_estimate = prep.neigh_cache is not None and prep.neigh_cache[2] is not None
+        needs_mean = prep.neigh_proj is None or (prep.neigh_gene_mean is not None and not cached_estimate)
+        mean, rate = prep.neighbour_rows(idx, mean=needs_mean)
         if prep.neigh_proj is not None:
             out["neigh_proj"] = torch.from_numpy(prep.neigh_proj[idx]).to(device)
         else:
