@@ -31,42 +31,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-class PeakRSS:
-    """Peak resident-set-size increase (MB) of this process while the block runs (5 ms sampling)."""
-
-    def __enter__(self) -> PeakRSS:
-        import gc
-        import threading
-
-        import psutil
-
-        gc.collect()
-        self._proc = psutil.Process()
-        self._base = self._proc.memory_info().rss
-        self._peak = self._base
-        self._stop = threading.Event()
-
-        def poll():
-            while not self._stop.is_set():
-                self._peak = max(self._peak, self._proc.memory_info().rss)
-                self._stop.wait(0.005)
-
-        self._thread = threading.Thread(target=poll, daemon=True)
-        self._thread.start()
-        self._t0 = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.wall_s = time.perf_counter() - self._t0
-        self._stop.set()
-        self._thread.join()
-        self._peak = max(self._peak, self._proc.memory_info().rss)
-        self.peak_mb = (self._peak - self._base) / 2**20
-
-
 def one_size(n_spots: int, n_genes: int, epochs: int, image_max_spots: int, seed: int) -> list[dict]:
     """Every step on one synthetic section, in this process."""
     import torch
+    from _measure import PeakRSS  # benchmarks/ is on the path when the script runs
 
     import stimpute as st
 
@@ -82,19 +50,21 @@ def one_size(n_spots: int, n_genes: int, epochs: int, image_max_spots: int, seed
 
     def step(name: str, func) -> None:
         with PeakRSS() as m:
+            t = time.perf_counter()
             func()
+            wall_s = time.perf_counter() - t
         rows.append(
             {
                 "n_spots": n_spots,
                 "n_genes": n_genes,
                 "step": name,
-                "wall_s": round(m.wall_s, 2),
+                "wall_s": round(wall_s, 2),
                 "peak_mb": round(m.peak_mb, 0),
                 "dense_matrix_mb": round(dense_mb, 0),
                 "nnz_fraction": round(adata.X.nnz / (n_spots * n_genes), 3),
             }
         )
-        print(f"  {n_spots:>7} spots  {name:<40} {m.wall_s:8.1f} s  {m.peak_mb:8.0f} MB", flush=True)
+        print(f"  {n_spots:>7} spots  {name:<40} {wall_s:8.1f} s  {m.peak_mb:8.0f} MB", flush=True)
 
     step("st.pp.holdout (entries, 50%)", lambda: st.pp.holdout(adata, fraction=0.5, random_state=seed))
     step("st.tl.impute knn", lambda: st.tl.impute(adata, method="knn", layer="holdout_train"))

@@ -128,19 +128,16 @@ def test_bad_arguments_fail(tmp_path):
     assert not (tmp_path / "benchmark.csv").exists()
 
 
+def _run_script(name: str, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """Run benchmarks/<name> with one thread and a headless matplotlib; ``env`` adds variables."""
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg", **env}
+    cmd = [sys.executable, str(REPO / "benchmarks" / name), *args]
+    return subprocess.run(cmd, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=300, check=False)
+
+
 def test_image_her2st_quick(tmp_path, her2st_dir):
     """benchmarks/image_her2st.py --quick (real her2st sections, 200 genes, 5 epochs) writes sane tables."""
-    script = REPO / "benchmarks" / "image_her2st.py"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg", "STIMPUTE_DATA": str(her2st_dir.parent)}
-    proc = subprocess.run(
-        [sys.executable, str(script), "--quick", "--out", str(tmp_path)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    proc = _run_script("image_her2st.py", "--quick", "--out", str(tmp_path), STIMPUTE_DATA=str(her2st_dir.parent))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     table = pd.read_csv(tmp_path / "image_her2st_quick.csv")
     assert set(table["strategy"]) == {"spots", "entries"}
@@ -154,17 +151,7 @@ def test_image_her2st_quick(tmp_path, her2st_dir):
 
 def test_scale_quick(tmp_path):
     """benchmarks/scale.py --quick (2,000 synthetic spots, one fresh process) times and measures every step."""
-    script = REPO / "benchmarks" / "scale.py"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
-    proc = subprocess.run(
-        [sys.executable, str(script), "--quick", "--out", str(tmp_path)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    proc = _run_script("scale.py", "--quick", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     table = pd.read_csv(tmp_path / "scale.csv")
     assert (table["n_spots"] == 2000).all()

@@ -22,6 +22,7 @@ __all__ = [
     "check_layer",
     "check_positive_int",
     "check_random_state",
+    "check_real_matrix",
     "get_matrix",
 ]
 
@@ -66,6 +67,26 @@ def _values(X: np.ndarray | sparse.spmatrix) -> np.ndarray:
     return np.asarray(X)
 
 
+def check_real_matrix(M: Any, where: str, *, purpose: str) -> np.ndarray:
+    """Check that ``M`` is a numpy array or scipy sparse matrix of finite real numbers; return its stored values.
+
+    ``where`` names the matrix (``"adata.X"``, ``"adata.layers['x']"``) and ``purpose`` ends the NaN
+    message (``"clustering needs finite values"``).
+    """
+    if not (sparse.issparse(M) or isinstance(M, np.ndarray)):
+        msg = f"`{where}` must be a numpy array or scipy sparse matrix, got {type(M).__name__}."
+        raise TypeError(msg)
+    vals = _values(M)
+    if not np.issubdtype(vals.dtype, np.number) or np.issubdtype(vals.dtype, np.complexfloating):
+        msg = f"`{where}` must hold real numbers, got dtype {vals.dtype}."
+        raise TypeError(msg)
+    if vals.size and np.issubdtype(vals.dtype, np.floating) and not np.isfinite(vals).all():
+        n_bad = int((~np.isfinite(vals)).sum())
+        msg = f"`{where}` contains {n_bad} NaN or infinite values; {purpose}."
+        raise ValueError(msg)
+    return vals
+
+
 def check_counts(
     X: np.ndarray | sparse.spmatrix,
     *,
@@ -73,19 +94,9 @@ def check_counts(
     integer: bool = True,
 ) -> None:
     """Check that ``X`` holds finite, non-negative (and, with ``integer``, whole-number) counts."""
-    if not (sparse.issparse(X) or isinstance(X, np.ndarray)):
-        msg = f"`{name}` must be a numpy array or scipy sparse matrix, got {type(X).__name__}."
-        raise TypeError(msg)
-    vals = _values(X)
-    if not np.issubdtype(vals.dtype, np.number) or np.issubdtype(vals.dtype, np.complexfloating):
-        msg = f"`{name}` must hold real numbers, got dtype {vals.dtype}."
-        raise TypeError(msg)
+    vals = check_real_matrix(X, name, purpose="fill or remove them before imputation")
     if vals.size == 0:
         return
-    if np.issubdtype(vals.dtype, np.floating) and not np.isfinite(vals).all():
-        n_bad = int((~np.isfinite(vals)).sum())
-        msg = f"`{name}` contains {n_bad} NaN or infinite values; fill or remove them before imputation."
-        raise ValueError(msg)
     if vals.min() < 0:
         msg = (
             f"`{name}` contains negative values (min {vals.min()}); stimpute needs raw counts. "

@@ -8,7 +8,14 @@ from scipy import sparse
 
 from .. import _logging as logg
 from .._constants import SPATIAL_KEY
-from .._validate import check_adata, check_key_string, check_layer, check_positive_int, get_matrix
+from .._validate import (
+    check_adata,
+    check_key_string,
+    check_layer,
+    check_positive_int,
+    check_real_matrix,
+    get_matrix,
+)
 from ..get import spatial_coords
 from ..tl._knn import spatial_graph
 
@@ -87,16 +94,7 @@ def spatial_smooth(
     coords = spatial_coords(adata, key=spatial_key)
     M = get_matrix(adata, layer)
     where = "adata.X" if name == "X" else f"adata.layers[{name!r}]"
-    if not (sparse.issparse(M) or isinstance(M, np.ndarray)):
-        msg = f"`{where}` must be a numpy array or scipy sparse matrix, got {type(M).__name__}."
-        raise TypeError(msg)
-    vals = M.data if sparse.issparse(M) else np.asarray(M)
-    if not np.issubdtype(vals.dtype, np.number) or np.issubdtype(vals.dtype, np.complexfloating):
-        msg = f"`{where}` must hold real numbers, got dtype {vals.dtype}."
-        raise TypeError(msg)
-    if vals.size and np.issubdtype(vals.dtype, np.floating) and not np.isfinite(vals).all():
-        msg = f"`{where}` contains NaN or infinite values; fill or remove them before smoothing."
-        raise ValueError(msg)
+    check_real_matrix(M, where, purpose="fill or remove them before smoothing")
 
     start = logg.info(f"smoothing {where} over each spot and its {n_neighbors} nearest spots")
     if sparse.issparse(M):

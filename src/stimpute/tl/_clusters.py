@@ -19,6 +19,7 @@ from .._validate import (
     check_key_string,
     check_layer,
     check_positive_int,
+    check_real_matrix,
     get_matrix,
 )
 
@@ -256,18 +257,9 @@ def _check_layers(adata: AnnData, layers) -> list[str]:
 
 def _check_values(M, layer: str) -> None:
     where = "adata.X" if layer == "X" else f"adata.layers[{layer!r}]"
-    if not (sparse.issparse(M) or isinstance(M, np.ndarray)):
-        msg = f"`{where}` must be a numpy array or scipy sparse matrix, got {type(M).__name__}."
-        raise TypeError(msg)
-    vals = M.data if sparse.issparse(M) else np.asarray(M)
-    if not np.issubdtype(vals.dtype, np.number) or np.issubdtype(vals.dtype, np.complexfloating):
-        msg = f"`{where}` must hold real numbers, got dtype {vals.dtype}."
-        raise TypeError(msg)
+    vals = check_real_matrix(M, where, purpose="clustering needs finite counts")
     if vals.size == 0:
         return
-    if np.issubdtype(vals.dtype, np.floating) and not np.isfinite(vals).all():
-        msg = f"`{where}` contains NaN or infinite values; clustering needs finite counts."
-        raise ValueError(msg)
     if vals.min() < 0:
         msg = (
             f"`{where}` contains negative values (min {vals.min()}); clustering normalises counts, so clip "

@@ -1,0 +1,52 @@
+"""Measuring helpers shared by the benchmark scripts (run as ``python benchmarks/<script>.py``)."""
+
+from __future__ import annotations
+
+
+class PeakRSS:
+    """Peak resident-set-size increase of this process while the block runs.
+
+    A daemon thread samples ``psutil.Process().memory_info().rss`` every 5 ms; the result is the
+    largest sample minus the RSS right before the block (after ``gc.collect()`` and ``malloc_trim``).
+    """
+
+    def __init__(self, interval: float = 0.005):
+        import psutil
+
+        self._proc = psutil.Process()
+        self._interval = interval
+        self.peak_mb = float("nan")
+
+    def __enter__(self) -> PeakRSS:
+        import gc
+        import threading
+
+        gc.collect()
+        _malloc_trim()
+        self._base = self._proc.memory_info().rss
+        self._peak = self._base
+        self._stop = threading.Event()
+
+        def poll():
+            while not self._stop.is_set():
+                self._peak = max(self._peak, self._proc.memory_info().rss)
+                self._stop.wait(self._interval)
+
+        self._thread = threading.Thread(target=poll, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._peak = max(self._peak, self._proc.memory_info().rss)
+        self._stop.set()
+        self._thread.join()
+        self.peak_mb = (self._peak - self._base) / 2**20
+
+
+def _malloc_trim() -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
