@@ -96,7 +96,12 @@ def test_compare_clusters_leiden_n_clusters(syn):
         "nmi_labels",
         "n_clusters",
         "resolution",
+        "ari_reference_sd",
+        "nmi_reference_sd",
+        "ari_labels_sd",
+        "nmi_labels_sd",
     ]
+    assert scores["ari_labels_sd"].isna().all()  # one repeat: no spread
     assert (scores["n_clusters"] == 4).all()
     assert scores.loc["X", "ari_reference"] == pytest.approx(1.0)
     for layer in scores.index:
@@ -233,3 +238,33 @@ def test_compare_clusters_dlpfc(dlpfc):
     assert adata.obs["clusters_X"].notna().all()
     assert (adata.X != snap["X"]).nnz == 0
     np.testing.assert_array_equal(adata.layers["smoothed"], snap["layers"]["smoothed"])
+
+
+@pytest.mark.parametrize("method", ["leiden", "kmeans"])
+def test_compare_clusters_repeats_average_over_seeds(synthetic, method):
+    """`n_repeats` averages the scores of the single-seed runs; obs keeps the first seed's clusters."""
+    st.pp.holdout(synthetic, fraction=0.5, random_state=0)
+    layers = ["X", "holdout_train"]
+    kw = {"method": method, "n_clusters": 4, "labels_key": "domain"}
+    singles = []
+    for seed in (3, 4, 5):
+        st.tl.compare_clusters(synthetic, layers, random_state=seed, key_added=f"single{seed}", **kw)
+        singles.append(synthetic.uns[f"single{seed}"]["scores"])
+    st.tl.compare_clusters(synthetic, layers, random_state=3, n_repeats=3, key_added="rep", **kw)
+    rep = synthetic.uns["rep"]["scores"]
+    for col in ("ari_labels", "nmi_labels", "ari_reference", "nmi_reference"):
+        values = pd.concat([t[col] for t in singles], axis=1)
+        np.testing.assert_allclose(rep[col], values.mean(axis=1))
+        np.testing.assert_allclose(rep[f"{col}_sd"], values.std(axis=1, ddof=1))
+    assert rep.loc["X", "ari_reference"] == 1.0 and rep.loc["X", "ari_reference_sd"] == 0.0
+    for layer in layers:
+        assert (synthetic.obs[f"rep_{layer}"] == synthetic.obs[f"single3_{layer}"]).all()
+    assert synthetic.uns["rep"]["params"]["n_repeats"] == 3
+
+
+@pytest.mark.parametrize(("value", "error"), [(0, ValueError), (1.5, TypeError), (True, TypeError)])
+def test_compare_clusters_bad_repeats(synthetic, value, error):
+    before = set(synthetic.obs.columns), set(synthetic.uns)
+    with pytest.raises(error, match="n_repeats"):
+        st.tl.compare_clusters(synthetic, ["X"], n_clusters=3, n_repeats=value)
+    assert (set(synthetic.obs.columns), set(synthetic.uns)) == before

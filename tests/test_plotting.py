@@ -307,3 +307,11 @@ def test_dlpfc_compare_clusters_figure(dlpfc, tmp_path):
     assert f"{adata.uns['holdout']['scores'].loc['smoothed', 'rmse_log1p']:.3f}" in ax.get_title()
     fig = st.pl.genes(adata, ["MBP", "PCP4"], ["X", "holdout_train", "smoothed"], return_fig=True)
     assert sum(1 for a in fig.axes if a.collections and isinstance(a.collections[0], EllipseCollection)) == 6
+
+
+def test_compare_clusters_title_says_mean_over_repeats(syn):
+    st.tl.compare_clusters(syn, ["X"], n_clusters=4, labels_key="domain", n_repeats=2)
+    fig = st.pl.compare_clusters(syn, return_fig=True, show=False)
+    title = fig.axes[0].get_title()
+    assert title.startswith("X\nARI ") and "± " in title and "(mean)" in title
+    plt.close(fig)

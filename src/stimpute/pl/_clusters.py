@@ -179,11 +179,17 @@ def compare_clusters(
 
 def _title(layer: str, scores: pd.DataFrame, reference: str, labels_key: str | None) -> str:
     row = scores.loc[layer]
+
+    def ari(col: str) -> str:
+        # with n_repeats > 1 the score is a mean over clustering seeds (the map shows the first seed)
+        sd = row.get(f"{col}_sd", np.nan)
+        return f"ARI {row[col]:.2f}" + (f" ± {sd:.2f} (mean)" if np.isfinite(sd) else "")
+
     if labels_key is not None and np.isfinite(row["ari_labels"]):
-        return f"{layer}\nARI {row['ari_labels']:.2f} vs {labels_key}"
+        return f"{layer}\n{ari('ari_labels')} vs {labels_key}"
     if layer == reference:
         return f"{layer}\n(reference)"
-    return f"{layer}\nARI {row['ari_reference']:.2f} vs {reference}"
+    return f"{layer}\n{ari('ari_reference')} vs {reference}"
 
 
 def _id_order(name: str) -> tuple[int, int, str]:

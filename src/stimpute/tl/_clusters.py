@@ -27,6 +27,7 @@ __all__ = ["compare_clusters"]
 
 METHODS = ("leiden", "kmeans")
 SCORE_COLUMNS = ("ari_reference", "nmi_reference", "ari_labels", "nmi_labels", "n_clusters", "resolution")
+AGREEMENT = ("ari_reference", "nmi_reference", "ari_labels", "nmi_labels")
 _MAX_BISECTIONS = 30
 _MAX_RESOLUTION = 64.0
 
@@ -45,6 +46,7 @@ def compare_clusters(
     n_neighbors: int = 15,
     key_added: str = CLUSTERS_KEY,
     random_state: int | None = 0,
+    n_repeats: int = 1,
     copy: bool = False,
 ) -> AnnData | None:
     """Cluster each layer with the same standard pipeline and score the clusterings against each other.
@@ -92,6 +94,12 @@ def compare_clusters(
         Prefix of the written keys.
     random_state
         Seed of PCA, Leiden and k-means.
+    n_repeats
+        Cluster every layer this many times, with seeds ``random_state``, ``random_state + 1``, ...
+        (``None`` counts as 0). One Leiden run can move the ARI of a matrix by 0.1-0.2 between
+        seeds on real sections, so compare layers over several repeats: the agreement scores are
+        then means over the repeats, with their standard deviations in ``*_sd`` columns. The cluster
+        ids written to ``obs``, ``n_clusters`` and ``resolution`` are those of the first repeat.
     copy
         Return a modified copy instead of writing to ``adata``.
 
@@ -105,7 +113,9 @@ def compare_clusters(
         A :class:`~pandas.DataFrame` indexed by layer with ``ari_reference``, ``nmi_reference``
         (adjusted Rand index and normalised mutual information against the reference layer),
         ``ari_labels``, ``nmi_labels`` (against ``obs[labels_key]``; NaN without labels),
-        ``n_clusters`` and ``resolution`` (the Leiden resolution used; NaN for k-means).
+        ``n_clusters`` and ``resolution`` (the Leiden resolution used; NaN for k-means), and the
+        standard deviations ``ari_reference_sd``, ``nmi_reference_sd``, ``ari_labels_sd``,
+        ``nmi_labels_sd`` over the repeats (NaN with ``n_repeats=1``).
     ``adata.uns['{key_added}']['params']``
         The parameters (``layers``, ``reference``, ``labels_key`` (``"none"`` when absent),
         ``n_clusters`` (-1 when absent), ...).
@@ -160,6 +170,7 @@ def compare_clusters(
     ):
         msg = f"`random_state` must be a non-negative integer or None, got {random_state!r}."
         raise TypeError(msg)
+    n_repeats = check_positive_int(n_repeats, name="n_repeats")
     if adata.n_obs < 3:
         msg = f"`adata` has {adata.n_obs} spots; clustering needs at least 3."
         raise ValueError(msg)
@@ -170,44 +181,41 @@ def compare_clusters(
         adata = adata.copy()
 
     start = logg.info(f"clustering {len(layers)} layer(s) with {method}")
-    labels_of: dict[str, np.ndarray] = {}
-    resolution_of: dict[str, float] = {}
-    for layer in layers:
-        pca = _pca(get_matrix(adata, layer), n_top_genes=n_top_genes, n_pcs=n_pcs, random_state=random_state)
-        if method == "kmeans":
-            labels_of[layer] = _kmeans(pca, n_clusters, random_state)
-            resolution_of[layer] = float("nan")
-        else:
-            graph = _neighbors(pca, n_neighbors=n_neighbors, random_state=random_state)
-            labels_of[layer], resolution_of[layer] = _leiden(graph, n_clusters, resolution, random_state, layer)
-        logg.debug(f"    {layer}: {np.unique(labels_of[layer]).size} clusters")
-
-    # ---- align to the reference, score --------------------------------------------------------
-    ref = _by_size(labels_of[reference])
-    aligned = {layer: ref if layer == reference else _align(labels_of[layer], ref) for layer in layers}
-    truth = None
+    truth, has_label = None, None
     if labels_key is not None:
         lab = adata.obs[labels_key]
         has_label = lab.notna().to_numpy()
         truth = lab.astype(str).to_numpy()[has_label]
-    rows = {}
-    for layer in layers:
-        pred = aligned[layer]
-        row = {
-            "ari_reference": _ari(ref, pred),
-            "nmi_reference": _nmi(ref, pred),
-            "ari_labels": float("nan"),
-            "nmi_labels": float("nan"),
-            "n_clusters": int(np.unique(pred).size),
-            "resolution": resolution_of[layer],
-        }
-        if truth is not None:
-            row["ari_labels"] = _ari(truth, pred[has_label])
-            row["nmi_labels"] = _nmi(truth, pred[has_label])
-        rows[layer] = row
-    scores = pd.DataFrame.from_dict(rows, orient="index")[list(SCORE_COLUMNS)]
+    first_seed = 0 if random_state is None else int(random_state)
+    per_repeat = []
+    for repeat in range(n_repeats):
+        seed = random_state if repeat == 0 else first_seed + repeat
+        aligned, rows = _cluster_and_score(
+            adata,
+            layers,
+            reference,
+            method,
+            n_clusters,
+            resolution,
+            n_top_genes,
+            n_pcs,
+            n_neighbors,
+            seed,
+            truth,
+            has_label,
+        )
+        if repeat == 0:
+            first_aligned, first_rows = aligned, rows
+        per_repeat.append(pd.DataFrame.from_dict(rows, orient="index"))
+    scores = pd.DataFrame.from_dict(first_rows, orient="index")[list(SCORE_COLUMNS)]
+    stacked = pd.concat(per_repeat)
+    for col in AGREEMENT:
+        by_layer = stacked[col].groupby(level=0, sort=False)
+        scores[col] = by_layer.mean().reindex(scores.index)
+        scores[f"{col}_sd"] = by_layer.std(ddof=1).reindex(scores.index) if n_repeats > 1 else float("nan")
     scores["n_clusters"] = scores["n_clusters"].astype(np.int64)
     scores.index.name = "layer"
+    aligned = first_aligned
 
     for layer in layers:
         ids = aligned[layer]
@@ -225,6 +233,7 @@ def compare_clusters(
             "n_pcs": int(n_pcs),
             "n_neighbors": int(n_neighbors),
             "random_state": -1 if random_state is None else int(random_state),
+            "n_repeats": int(n_repeats),
         },
         "scores": scores,
     }
@@ -269,6 +278,52 @@ def _check_values(M, layer: str) -> None:
 
 
 # ---- the pipeline ---------------------------------------------------------------------------------
+
+
+def _cluster_and_score(
+    adata: AnnData,
+    layers: list[str],
+    reference: str,
+    method: str,
+    n_clusters: int | None,
+    resolution: float,
+    n_top_genes: int,
+    n_pcs: int,
+    n_neighbors: int,
+    random_state: int | None,
+    truth: np.ndarray | None,
+    has_label: np.ndarray | None,
+) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
+    """Cluster every layer with one seed; align the ids to the reference layer and score them."""
+    labels_of: dict[str, np.ndarray] = {}
+    resolution_of: dict[str, float] = {}
+    for layer in layers:
+        pca = _pca(get_matrix(adata, layer), n_top_genes=n_top_genes, n_pcs=n_pcs, random_state=random_state)
+        if method == "kmeans":
+            labels_of[layer] = _kmeans(pca, n_clusters, random_state)
+            resolution_of[layer] = float("nan")
+        else:
+            graph = _neighbors(pca, n_neighbors=n_neighbors, random_state=random_state)
+            labels_of[layer], resolution_of[layer] = _leiden(graph, n_clusters, resolution, random_state, layer)
+        logg.debug(f"    {layer}: {np.unique(labels_of[layer]).size} clusters (seed {random_state})")
+    ref = _by_size(labels_of[reference])
+    aligned = {layer: ref if layer == reference else _align(labels_of[layer], ref) for layer in layers}
+    rows = {}
+    for layer in layers:
+        pred = aligned[layer]
+        row = {
+            "ari_reference": _ari(ref, pred),
+            "nmi_reference": _nmi(ref, pred),
+            "ari_labels": float("nan"),
+            "nmi_labels": float("nan"),
+            "n_clusters": int(np.unique(pred).size),
+            "resolution": resolution_of[layer],
+        }
+        if truth is not None:
+            row["ari_labels"] = _ari(truth, pred[has_label])
+            row["nmi_labels"] = _nmi(truth, pred[has_label])
+        rows[layer] = row
+    return aligned, rows
 
 
 def _pca(M, *, n_top_genes: int, n_pcs: int, random_state: int | None) -> np.ndarray:
