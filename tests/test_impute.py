@@ -338,15 +338,6 @@ def test_knn_prediction_matches_definition():
     assert shrunk[0, 0] == pytest.approx((3.0 + 1.0 * gene0_mean) / 2)  # two real + two pseudo-neighbours
 
 
-def test_spatial_smooth_is_mean_of_self_and_neighbours(synthetic):
-    S = _knn.spatial_smooth(synthetic.X, synthetic.obsm["spatial"], 6)
-    assert sparse.issparse(S)
-    g = _knn.spatial_graph(synthetic.obsm["spatial"], 6, include_self=True)
-    i = 17
-    expected = synthetic.X[g[i].indices].toarray().mean(axis=0)
-    np.testing.assert_allclose(S[i].toarray().ravel(), expected, rtol=1e-5)
-
-
 def test_importing_stimpute_does_not_import_torch():
     code = "import sys, stimpute as st; st.tl.impute; st.tl.load_model; assert 'torch' not in sys.modules, 'torch'"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -15,7 +15,6 @@ __all__ = [
     "log1p_csr",
     "neighbour_sums",
     "spatial_graph",
-    "spatial_smooth",
 ]
 
 
@@ -146,23 +145,3 @@ def knn_impute_log1p(
         block = np.divide(num, den, out=np.broadcast_to(gene_mean, num.shape).copy(), where=den > 0)
         out[start : start + sel.size] = block
     return out
-
-
-def spatial_smooth(X: np.ndarray | sparse.spmatrix, coords: np.ndarray, n_neighbors: int = 6) -> sparse.csr_matrix:
-    """Replace each spot by the mean of itself and its ``n_neighbors`` nearest spots (sparse in, CSR out).
-
-    Parameters
-    ----------
-    X
-        ``(n_obs, n_vars)`` matrix (counts or any values).
-    coords
-        ``(n_obs, 2)`` spot coordinates.
-    n_neighbors
-        Number of nearest other spots averaged with each spot.
-
-    Returns
-    -------
-    float32 CSR matrix of the same shape.
-    """
-    graph = spatial_graph(coords, n_neighbors, include_self=True)
-    return (graph @ sparse.csr_matrix(X, dtype=np.float32)).tocsr()
