@@ -93,9 +93,9 @@ def position_features(coords: np.ndarray, *, n_frequencies: int, degree: int) ->
 
 
 _CHUNK = 4096  # spots per block when a per-spot quantity is computed for all spots
-# the neighbours' means and detection rates of every spot are kept in memory (fast minibatches) when the two
-# CSR matrices take at most this much; above it (large sections, e.g. Visium HD) each minibatch computes its own
-# rows from the sparse counts, about twice the training time for a memory footprint that stays that of the counts
+# the neighbours' means, detection rates and estimates of every spot are kept in memory (fast minibatches) when
+# these CSR matrices take at most this much; above it (large sections, e.g. Visium HD) each minibatch computes its
+# own rows from the sparse counts, about twice the training time for a memory footprint that stays that of the counts
 NEIGHBOUR_CACHE_BYTES = 1 << 30
 
 
@@ -352,10 +352,10 @@ def attach_projection(prep: Prepared, net) -> None:
     if not prep.has_neighbours or enc is None or enc.n_pcs == 0 or enc.neigh is None:
         return
     V = enc.projection.detach().cpu().numpy().astype(np.float32)
-    # in row chunks: the neighbours' mean of all spots at once would be nearly dense
     if prep.neigh_cache is not None:
         prep.neigh_proj = np.asarray(prep.neigh_cache[0] @ V, dtype=np.float32)
         return
+    # in row chunks: the neighbours' mean of all spots at once would be nearly dense
     proj = np.empty((prep.n_obs, V.shape[1]), dtype=np.float32)
     for start in range(0, prep.n_obs, _CHUNK):
         rows = np.arange(start, min(start + _CHUNK, prep.n_obs))

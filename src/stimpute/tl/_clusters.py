@@ -187,35 +187,33 @@ def compare_clusters(
         has_label = lab.notna().to_numpy()
         truth = lab.astype(str).to_numpy()[has_label]
     first_seed = 0 if random_state is None else int(random_state)
-    per_repeat = []
-    for repeat in range(n_repeats):
-        seed = random_state if repeat == 0 else first_seed + repeat
-        aligned, rows = _cluster_and_score(
+    seeds = [random_state] + [first_seed + r for r in range(1, n_repeats)]
+    runs = [
+        _cluster_and_score(
             adata,
             layers,
-            reference,
-            method,
-            n_clusters,
-            resolution,
-            n_top_genes,
-            n_pcs,
-            n_neighbors,
-            seed,
-            truth,
-            has_label,
+            reference=reference,
+            method=method,
+            n_clusters=n_clusters,
+            resolution=resolution,
+            n_top_genes=n_top_genes,
+            n_pcs=n_pcs,
+            n_neighbors=n_neighbors,
+            random_state=seed,
+            truth=truth,
+            has_label=has_label,
         )
-        if repeat == 0:
-            first_aligned, first_rows = aligned, rows
-        per_repeat.append(pd.DataFrame.from_dict(rows, orient="index"))
+        for seed in seeds
+    ]
+    aligned, first_rows = runs[0]  # obs, n_clusters and resolution come from the first repeat
     scores = pd.DataFrame.from_dict(first_rows, orient="index")[list(SCORE_COLUMNS)]
-    stacked = pd.concat(per_repeat)
+    stacked = pd.concat([pd.DataFrame.from_dict(rows, orient="index") for _, rows in runs])
     for col in AGREEMENT:
         by_layer = stacked[col].groupby(level=0, sort=False)
         scores[col] = by_layer.mean().reindex(scores.index)
         scores[f"{col}_sd"] = by_layer.std(ddof=1).reindex(scores.index) if n_repeats > 1 else float("nan")
     scores["n_clusters"] = scores["n_clusters"].astype(np.int64)
     scores.index.name = "layer"
-    aligned = first_aligned
 
     for layer in layers:
         ids = aligned[layer]
@@ -283,6 +281,7 @@ def _check_values(M, layer: str) -> None:
 def _cluster_and_score(
     adata: AnnData,
     layers: list[str],
+    *,
     reference: str,
     method: str,
     n_clusters: int | None,
