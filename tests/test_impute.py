@@ -11,6 +11,7 @@ import pytest
 from scipy import sparse
 
 import stimpute as st
+from stimpute._graph import spatial_graph
 from stimpute.tl import _knn
 
 torch = pytest.importorskip("torch")
@@ -220,7 +221,7 @@ def test_spatial_regulariser_smooths_autoencoder(held):
     common = {"layer": "holdout_train", "max_epochs": 5, "keep_observed": False}
     st.tl.impute(held, "autoencoder", key_added="plain", **common)
     st.tl.impute(held, "autoencoder", key_added="smooth", spatial_reg=10.0, **common)
-    graph = _knn.spatial_graph(held.obsm["spatial"], 6)
+    graph = spatial_graph(held.obsm["spatial"], 6)
 
     def roughness(M):
         L = np.log1p(M)
@@ -254,12 +255,12 @@ def test_split_observed_uses_only_stored_entries():
 
 def test_spatial_graph_excludes_self_and_is_row_normalised(synthetic):
     coords = synthetic.obsm["spatial"]
-    g = _knn.spatial_graph(coords, 6)
+    g = spatial_graph(coords, 6)
     assert g.shape == (synthetic.n_obs, synthetic.n_obs)
     assert np.all(np.diff(g.indptr) == 6)
     assert g.diagonal().sum() == 0
     np.testing.assert_allclose(np.asarray(g.sum(axis=1)).ravel(), 1.0, rtol=1e-6)
-    g_self = _knn.spatial_graph(coords, 6, include_self=True)
+    g_self = spatial_graph(coords, 6, include_self=True)
     assert np.all(g_self.diagonal() == pytest.approx(1 / 7))
     # the 6 nearest spots on a hex grid are the ring at one spacing
     d = np.linalg.norm(coords[g[0].indices] - coords[0], axis=1)
@@ -269,10 +270,10 @@ def test_spatial_graph_excludes_self_and_is_row_normalised(synthetic):
 def test_spatial_graph_sources(synthetic):
     coords = synthetic.obsm["spatial"]
     n = synthetic.n_obs
-    everyone = _knn.spatial_graph(coords, 6, sources=np.ones(n, dtype=bool))
-    assert (everyone != _knn.spatial_graph(coords, 6)).nnz == 0  # all sources: the plain graph
+    everyone = spatial_graph(coords, 6, sources=np.ones(n, dtype=bool))
+    assert (everyone != spatial_graph(coords, 6)).nnz == 0  # all sources: the plain graph
     sources = np.random.default_rng(0).random(n) > 0.3
-    g = _knn.spatial_graph(coords, 6, sources=sources)
+    g = spatial_graph(coords, 6, sources=sources)
     assert np.all(np.diff(g.indptr) == 6)
     assert sources[g.indices].all()  # only sources are neighbours, of every spot
     assert g.diagonal().sum() == 0
@@ -325,7 +326,7 @@ def test_too_few_spots_with_counts(synthetic):
 def test_knn_prediction_matches_definition():
     L = sparse.csr_matrix(np.array([[0, 1.0, 0], [2.0, 0, 0], [4.0, 3.0, 0], [0, 0, 0]], dtype=np.float32))
     coords = np.array([[0.0, 0], [1, 0], [2, 0], [3, 0]])
-    g = _knn.spatial_graph(coords, 2)
+    g = spatial_graph(coords, 2)
     pred = _knn.knn_impute_log1p(L, g, shrinkage=0.0)
     # spot 0: neighbours 1 and 2 -> gene 0 mean(2, 4) = 3, gene 1 only spot 2 -> 3
     np.testing.assert_allclose(pred[0, :2], [3.0, 3.0])

@@ -11,7 +11,8 @@ import numpy as np
 import torch
 from scipy import sparse
 
-from ..tl._knn import gene_log_mean_nonzero, log1p_csr, spatial_graph
+from .._graph import spatial_graph
+from ..tl._knn import gene_log_mean_nonzero, log1p_csr
 
 
 def split_observed(

@@ -8,6 +8,7 @@ from scipy import sparse
 
 from .. import _logging as logg
 from .._constants import SPATIAL_KEY
+from .._graph import spatial_graph
 from .._validate import (
     check_adata,
     check_key_string,
@@ -17,7 +18,6 @@ from .._validate import (
     get_matrix,
 )
 from ..get import spatial_coords
-from ..tl._knn import spatial_graph
 
 __all__ = ["spatial_smooth"]
 

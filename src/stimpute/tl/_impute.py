@@ -724,7 +724,8 @@ def _compute_image_features(adata: AnnData, image_key: str) -> np.ndarray:
 
 
 def _knn_predict(X, coords: np.ndarray, opts: dict[str, Any], output: str) -> np.ndarray:
-    from ._knn import knn_impute_log1p, log1p_csr, spatial_graph
+    from .._graph import spatial_graph
+    from ._knn import knn_impute_log1p, log1p_csr
 
     # spots without any count (e.g. hidden whole) are unobserved: they are predicted, not averaged in
     has_counts = np.asarray(sparse.csr_matrix(X).sum(axis=1)).ravel() > 0

@@ -1,0 +1,63 @@
+"""The one spatial k-nearest-neighbour graph builder (numpy/scipy/sklearn only).
+
+Used by the ``"knn"`` imputation, the networks' neighbour features and :func:`stimpute.pp.spatial_smooth`.
+The graph is a sparse CSR matrix with ``n_obs * k`` stored entries: nothing builds a dense spots x spots
+matrix.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import sparse
+
+__all__ = ["spatial_graph"]
+
+
+def spatial_graph(
+    coords: np.ndarray, n_neighbors: int, *, include_self: bool = False, sources: np.ndarray | None = None
+) -> sparse.csr_matrix:
+    """Row-normalised kNN graph over spot coordinates.
+
+    Parameters
+    ----------
+    coords
+        ``(n_obs, 2)`` coordinates.
+    n_neighbors
+        Number of nearest other spots per spot (capped at the number of candidate neighbours).
+    include_self
+        Also give each spot itself a weight (the mean then runs over ``n_neighbors + 1`` spots).
+    sources
+        Boolean mask of the spots that may be neighbours (default: all). Spots without any count in the
+        training layer (e.g. spots hidden by ``st.pp.holdout(strategy="spots")``) are unobserved, not
+        empty, so they must not pass their zeros on to their neighbours.
+
+    Returns
+    -------
+    CSR matrix ``(n_obs, n_obs)`` whose row ``i`` averages spot ``i``'s neighbours (rows sum to 1).
+    Ties in distance are broken by spot index, so the graph is deterministic.
+    """
+    from sklearn.neighbors import NearestNeighbors
+
+    coords = np.asarray(coords, dtype=np.float64)
+    n = coords.shape[0]
+    pool = np.arange(n) if sources is None else np.flatnonzero(np.asarray(sources, dtype=bool))
+    k = int(min(n_neighbors, pool.size - 1))  # n - 1 when every spot is a source
+    if k < 1:
+        eye = sparse.identity(n, dtype=np.float32, format="csr")
+        return eye if include_self else sparse.csr_matrix((n, n), dtype=np.float32)
+    nn = NearestNeighbors(n_neighbors=k + 1).fit(coords[pool])
+    dist, j = nn.kneighbors(coords)
+    idx = pool[j]
+    # drop the spot itself (it need not come first when several spots share a position, and it is
+    # absent when it is not a source): push it to the end and keep the k nearest others
+    dist = np.where(idx == np.arange(n)[:, None], np.inf, dist)
+    order = np.argsort(dist, axis=1, kind="stable")
+    neighbours = np.take_along_axis(idx, order, axis=1)[:, :k]
+    cols = neighbours
+    if include_self:
+        cols = np.column_stack([np.arange(n), neighbours])
+    m = cols.shape[1]
+    data = np.full(n * m, 1.0 / m, dtype=np.float32)
+    graph = sparse.csr_matrix((data, cols.ravel(), np.arange(0, n * m + 1, m)), shape=(n, n))
+    graph.sort_indices()
+    return graph
