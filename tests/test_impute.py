@@ -427,6 +427,21 @@ def test_too_large_for_memory(held):
     _unchanged(held, layers, uns)
 
 
+def test_memory_check_counts_the_spatial_reg_cache(held):
+    from stimpute.tl._impute import _estimate_parameters, _method_options
+
+    dense_gb = held.n_obs * held.n_vars * 4 / 1e9
+    model_gb = (
+        _estimate_parameters("autoencoder", _method_options("autoencoder", {}), held.n_vars, ("counts",)) * 16 / 1e9
+    )
+    limit = model_gb + 1.5 * dense_gb  # room for the output, not for the output and the cache of predictions
+    st.tl.impute(held, "autoencoder", layer="holdout_train", max_epochs=1, max_dense_gb=limit, key_added="fits")
+    layers, uns = set(held.layers), set(held.uns)
+    with pytest.raises(ValueError, match=r"spatial_reg cache.*above `max_dense_gb"):
+        st.tl.impute(held, "autoencoder", layer="holdout_train", max_epochs=1, max_dense_gb=limit, spatial_reg=1.0)
+    _unchanged(held, layers, uns)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "exc", "match"),
     [

@@ -136,7 +136,8 @@ def impute(
     ``"autoencoder"``
         Counts only (AutoRec style): the spot's masked counts -> hidden (512, ReLU) -> latent -> genes.
         ``spatial_reg > 0`` adds a penalty pulling each spot's prediction towards the mean prediction of
-        its ``n_neighbors`` nearest spots.
+        its ``n_neighbors`` nearest spots (it keeps every spot's last prediction: a second dense spots x
+        genes float32 matrix, counted against ``max_dense_gb``).
     ``"positional"``
         A function of position only: (x, y) features -> MLP (32-64-256) -> latent -> genes.
     ``"image"``
@@ -326,6 +327,7 @@ def impute(
         max_dense_gb=max_dense_gb,
         n_params=n_params,
         compute_image=True,
+        dense_copies=2 if opts.get("spatial_reg", 0.0) > 0 else 1,
     )
 
     if copy:
@@ -632,8 +634,13 @@ def _check_inputs(
     max_dense_gb: float,
     n_params: int,
     compute_image: bool,
+    dense_copies: int = 1,
 ) -> tuple[sparse.spmatrix | np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """Validate everything a method reads; returns (counts, coords or None, image features or None)."""
+    """Validate everything a method reads; returns (counts, coords or None, image features or None).
+
+    ``dense_copies`` is the number of dense float32 spots x genes matrices the method holds: the output,
+    plus the cache of last predictions when ``spatial_reg > 0``.
+    """
     check_adata(adata)
     X = get_matrix(adata, layer)
     name = "adata.X" if layer in (None, "X") else f"adata.layers[{layer!r}]"
@@ -684,12 +691,13 @@ def _check_inputs(
             )
             raise KeyError(msg)
     n_obs, n_vars = adata.shape
-    dense_gb = n_obs * n_vars * 4 / 1e9
+    dense_gb = dense_copies * n_obs * n_vars * 4 / 1e9
     model_gb = n_params * 4 * 4 / 1e9  # weights, gradients and two Adam moments
     if dense_gb + model_gb > max_dense_gb:
         msg = (
             f"Imputing {n_obs:,} spots x {n_vars:,} genes needs about {dense_gb + model_gb:.1f} GB "
-            f"(dense float32 output {dense_gb:.1f} GB + network {model_gb:.1f} GB), above `max_dense_gb={max_dense_gb}`. "
+            f"(dense float32 output{' and spatial_reg cache' if dense_copies > 1 else ''} {dense_gb:.1f} GB + network "
+            f"{model_gb:.1f} GB), above `max_dense_gb={max_dense_gb}`. "
             "Subset genes first, e.g. `sc.pp.highly_variable_genes(adata, n_top_genes=3000, flavor='seurat_v3')` then "
             "`adata = adata[:, adata.var.highly_variable].copy()`, or raise `max_dense_gb` if the memory is there."
         )
