@@ -120,15 +120,21 @@ def evaluate(
     total = np.asarray((train + test).sum(axis=1)).ravel().astype(np.float64)
     scale = fraction / (1 - fraction) if strategy == "thinning" else 1.0
 
-    predictions: dict[str, np.ndarray] = {}
+    hidden = _Truth(truth, cols, total[rows], min_gene_entries)
+    del truth
+    # each prediction is gathered, scored and dropped in turn (one entries-sized array at a time); nothing
+    # is written to `adata` before every layer has been checked
+    scores: dict[str, dict[str, float]] = {}
     for layer in layers:
-        pred = _gather(get_matrix(adata, layer), rows, cols) * scale
+        pred = _gather(get_matrix(adata, layer), rows, cols)
         if not np.isfinite(pred).all():
             msg = f"`adata.layers[{layer!r}]` has NaN or infinite values at hidden entries; check the imputation."
             raise ValueError(msg)
-        predictions[layer] = pred
+        pred *= scale
+        scores[layer] = _scores(hidden, pred)
+        del pred
     if baselines:
-        predictions[BASELINE_TRAIN] = _gather(train, rows, cols) * scale
+        scores[BASELINE_TRAIN] = _scores(hidden, _gather(train, rows, cols) * scale)
         sums = np.bincount(train.indices, weights=train.data.astype(np.float64), minlength=adata.n_vars)
         if strategy in ("entries", "gene_folds"):  # hidden entries are non-zero: mean of observed non-zeros
             denominator = np.bincount(train.indices, minlength=adata.n_vars)
@@ -136,10 +142,9 @@ def evaluate(
             n_seen = adata.n_obs - (np.unique(rows).size if strategy == "spots" else 0)
             denominator = np.full(adata.n_vars, n_seen)
         gene_mean = np.divide(sums, denominator, out=np.zeros(adata.n_vars), where=denominator > 0)
-        predictions[BASELINE_GENE_MEAN] = gene_mean[cols] * scale
+        scores[BASELINE_GENE_MEAN] = _scores(hidden, gene_mean[cols] * scale)
 
-    hidden = _Truth(truth, cols, total[rows], min_gene_entries)
-    table = pd.DataFrame({name: _scores(hidden, pred) for name, pred in predictions.items()}).T[list(METRICS)]
+    table = pd.DataFrame(scores).T[list(METRICS)]
     table["n_hidden"] = table["n_hidden"].astype(np.int64)
     table.index.name = "layer"
 
@@ -152,7 +157,7 @@ def evaluate(
     merged["n_hidden"] = merged["n_hidden"].astype(np.int64)
     adata.uns[holdout_key]["scores"] = merged.copy()
     logg.info(
-        f"scored {len(layers)} layer(s) on {truth.size:,} hidden entries: added `adata.uns[{holdout_key!r}]['scores']`"
+        f"scored {len(layers)} layer(s) on {hidden.values.size:,} hidden entries: added `adata.uns[{holdout_key!r}]['scores']`"
     )
     return table
 
