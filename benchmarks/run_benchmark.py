@@ -665,7 +665,9 @@ def markdown(table, cfg: dict, total: float, args) -> str:
         f"stimpute {__import__('stimpute').__version__} (working tree of {time.strftime('%Y-%m-%d')}). Device: {cfg['device']}; CPU threads: {cfg['threads']}; machine: {platform.machine()}, "
         f"{psutil.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB; total {total / 60:.1f} min.  ",
         f"Genes: the {cfg['max_genes']:,} most-detected genes of each dataset; gene_folds: "
-        f"{cfg['folds']} of 5 folds averaged; seed {cfg['seed']}; stimpute max_epochs "
+        f"up to {cfg['folds']} of 5 folds averaged per method (a {cfg['fold_budget_s']:g} s budget per method and "
+        "dataset; the `n_splits` column gives the count); "
+        f"seed {cfg['seed']}; stimpute max_epochs "
         f"{cfg['epochs'] or 'default (100, early stopping)'}; scVI max_epochs {cfg['scvi_epochs']}.",
         "",
         "Scores are on the hidden entries only (see benchmarks/README.md). RMSE lower is better, Pearson and ARI",

@@ -333,108 +333,117 @@ def impute(
     if copy:
         adata = adata.copy()
         X = get_matrix(adata, layer)
-    if image is None and "image" in modalities:
+    computed_image = image is None and "image" in modalities
+    if computed_image:
         image = _compute_image_features(adata, image_key)
 
-    layer_name = "X" if layer is None else layer
-    params: dict[str, Any] = {
-        "method": method,
-        "layer": layer_name,
-        "image_key": image_key if "image" in modalities else "none",
-        "loss": loss if method != "knn" else "none",
-        "output": output,
-        "keep_observed": bool(keep_observed),
-        "random_state": random_state,
-        **{k: _plain(v) for k, v in opts.items()},
-    }
-    logg.info(f"imputing {'adata.X' if layer is None else f'adata.layers[{layer!r}]'} with method={method!r}")
+    try:  # a failed run must leave adata as it found it (see the except clause)
+        layer_name = "X" if layer is None else layer
+        params: dict[str, Any] = {
+            "method": method,
+            "layer": layer_name,
+            "image_key": image_key if "image" in modalities else "none",
+            "loss": loss if method != "knn" else "none",
+            "output": output,
+            "keep_observed": bool(keep_observed),
+            "random_state": random_state,
+            **{k: _plain(v) for k, v in opts.items()},
+        }
+        logg.info(f"imputing {'adata.X' if layer is None else f'adata.layers[{layer!r}]'} with method={method!r}")
 
-    if method == "knn":
-        out = _knn_predict(X, coords, opts, output)
+        if method == "knn":
+            out = _knn_predict(X, coords, opts, output)
+            if keep_observed:
+                _restore(out, X, to_depth=_median_total(X) if output == "normalized" else None)
+            _write_result(
+                adata,
+                key_added,
+                out,
+                params=params,
+                history={"epoch": [], "train_loss": [], "val_loss": []},
+                best_epoch=-1,
+                device="cpu",
+                wall_time=time.perf_counter() - start,
+                extra={"fusion_weights": {}, "train_time": 0.0, "stopped_early": False, "n_parameters": 0},
+            )
+            logg.info(
+                f"    finished: added `adata.layers[{key_added!r}]` and `adata.uns[{key_added!r}]`", time_start=start
+            )
+            return adata if copy else None
+
+        from .._model._device import resolve_device
+        from .._model._fit import fit_model
+        from .._model._io import reference_library
+        from .._model._train import predict
+
+        dev = resolve_device(device)
+        params.update({"max_epochs": max_epochs, "batch_size": batch_size, "learning_rate": learning_rate})
+        config = _network_config(method, loss, output, opts, modalities, image_key, keep_observed, max_dense_gb)
+        training = {
+            "max_epochs": max_epochs,
+            "batch_size": batch_size,
+            "learning_rate": learning_rate,
+            **{k: opts[k] for k in _TRAINING if k != "detection"},
+            "modality_dropout": float(opts.get("modality_dropout", 0.0)),
+        }
+        model, record, prep = fit_model(
+            X,
+            var_names=list(map(str, adata.var_names)),
+            coords=coords,
+            image=image,
+            config=config,
+            training=training,
+            device=dev,
+            random_state=random_state,
+            progress=progress,
+        )
+        params["spot_mask"] = float(record["spot_mask"])  # the share used (None: automatic)
+        norm = model.config["norm"]
+        out = predict(
+            model.net,
+            prep,
+            dev,
+            loss=loss,
+            output=output,
+            gene_max=norm["gene_max"],
+            reference_library=reference_library(norm),
+        )
         if keep_observed:
-            _restore(out, X, to_depth=_median_total(X) if output == "normalized" else None)
+            _restore(out, X, to_depth=norm["library_median"] if output == "normalized" else None)
+        history = {k: list(v) for k, v in record["history"].items()}
+        model.config.update({"params": params, "history": history, "best_epoch": record["best_epoch"]})
+        n_parameters = int(sum(p.numel() for p in model.net.parameters()))
         _write_result(
             adata,
             key_added,
             out,
             params=params,
-            history={"epoch": [], "train_loss": [], "val_loss": []},
-            best_epoch=-1,
-            device="cpu",
+            history=history,
+            best_epoch=record["best_epoch"],
+            device=str(dev),
             wall_time=time.perf_counter() - start,
-            extra={"fusion_weights": {}, "train_time": 0.0, "stopped_early": False, "n_parameters": 0},
+            extra={
+                "fusion_weights": model.fusion_weights,
+                "train_time": float(record["train_time"]),
+                "stopped_early": bool(record["stopped_early"]),
+                "n_parameters": n_parameters,
+            },
         )
-        logg.info(f"    finished: added `adata.layers[{key_added!r}]` and `adata.uns[{key_added!r}]`", time_start=start)
+        logg.info(
+            f"    finished: best epoch {record['best_epoch']} of {len(history['epoch'])}; added "
+            f"`adata.layers[{key_added!r}]` and `adata.uns[{key_added!r}]`",
+            time_start=start,
+        )
+        if return_model and copy:
+            return adata, model
+        if return_model:
+            return model
         return adata if copy else None
-
-    from .._model._device import resolve_device
-    from .._model._fit import fit_model
-    from .._model._io import reference_library
-    from .._model._train import predict
-
-    dev = resolve_device(device)
-    params.update({"max_epochs": max_epochs, "batch_size": batch_size, "learning_rate": learning_rate})
-    config = _network_config(method, loss, output, opts, modalities, image_key, keep_observed, max_dense_gb)
-    training = {
-        "max_epochs": max_epochs,
-        "batch_size": batch_size,
-        "learning_rate": learning_rate,
-        **{k: opts[k] for k in _TRAINING if k != "detection"},
-        "modality_dropout": float(opts.get("modality_dropout", 0.0)),
-    }
-    model, record, prep = fit_model(
-        X,
-        var_names=list(map(str, adata.var_names)),
-        coords=coords,
-        image=image,
-        config=config,
-        training=training,
-        device=dev,
-        random_state=random_state,
-        progress=progress,
-    )
-    params["spot_mask"] = float(record["spot_mask"])  # the share used (None: automatic)
-    norm = model.config["norm"]
-    out = predict(
-        model.net,
-        prep,
-        dev,
-        loss=loss,
-        output=output,
-        gene_max=norm["gene_max"],
-        reference_library=reference_library(norm),
-    )
-    if keep_observed:
-        _restore(out, X, to_depth=norm["library_median"] if output == "normalized" else None)
-    history = {k: list(v) for k, v in record["history"].items()}
-    model.config.update({"params": params, "history": history, "best_epoch": record["best_epoch"]})
-    n_parameters = int(sum(p.numel() for p in model.net.parameters()))
-    _write_result(
-        adata,
-        key_added,
-        out,
-        params=params,
-        history=history,
-        best_epoch=record["best_epoch"],
-        device=str(dev),
-        wall_time=time.perf_counter() - start,
-        extra={
-            "fusion_weights": model.fusion_weights,
-            "train_time": float(record["train_time"]),
-            "stopped_early": bool(record["stopped_early"]),
-            "n_parameters": n_parameters,
-        },
-    )
-    logg.info(
-        f"    finished: best epoch {record['best_epoch']} of {len(history['epoch'])}; added "
-        f"`adata.layers[{key_added!r}]` and `adata.uns[{key_added!r}]`",
-        time_start=start,
-    )
-    if return_model and copy:
-        return adata, model
-    if return_model:
-        return model
-    return adata if copy else None
+    except BaseException:
+        if computed_image:  # a failed run leaves adata as it found it: drop the features it computed
+            adata.obsm.pop(image_key, None)
+            adata.uns.pop(image_key, None)
+        raise
 
 
 def load_model(dirname, device: str | None = None) -> ImputationModel:
@@ -458,9 +467,9 @@ def load_model(dirname, device: str | None = None) -> ImputationModel:
     >>> import stimpute as st
     >>> adata = st.datasets.synthetic_visium(n_spots=200, n_genes=50)
     >>> model = st.tl.impute(adata, "autoencoder", max_epochs=2, progress=False, return_model=True)
-    >>> folder = tempfile.mkdtemp()
-    >>> model.save(folder, overwrite=True)
-    >>> st.tl.load_model(folder).predict(adata, key_added="imputed_again")
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     model.save(folder, overwrite=True)
+    ...     st.tl.load_model(folder).predict(adata, key_added="imputed_again")
     >>> adata.layers["imputed_again"].shape
     (200, 50)
     """
