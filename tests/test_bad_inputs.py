@@ -2,13 +2,15 @@
 
 Each row is ``(setup, call, error, match)``: ``setup(adata)`` turns a fresh synthetic section into the bad
 input (and returns it), ``call(adata, tmp_path)`` calls the public function. After the error the AnnData
-(X, layers, obs columns, obsm and uns keys) and ``st.settings`` must be exactly as before the call.
+(the values of X, the layers, obs, var and obsm; the uns keys) and ``st.settings`` must be exactly as
+before the call.
 """
 
 from __future__ import annotations
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import sparse
 
@@ -146,7 +148,39 @@ def held_out_spots_column_missing(a):
     return a
 
 
-holdout, evaluate = st.pp.holdout, st.tl.evaluate
+def image_features(a, values=None):
+    a.obsm["X_image"] = np.arange(a.n_obs * 4, dtype=np.float64).reshape(a.n_obs, 4) if values is None else values
+    return a
+
+
+def image_nan(a):
+    image_features(a)
+    a.obsm["X_image"][5, 2] = np.nan
+    return a
+
+
+def image_3d(a):
+    return image_features(a, np.zeros((a.n_obs, 2, 2)))
+
+
+def image_strings(a):
+    return image_features(a, np.full((a.n_obs, 2), "a"))
+
+
+def one_label(a):
+    labels = pd.Series(pd.NA, index=a.obs_names, dtype="object")
+    labels.iloc[3] = "L1"
+    a.obs["labels"] = pd.Categorical(labels)
+    return a
+
+
+holdout, evaluate, impute, compare, features = (
+    st.pp.holdout,
+    st.tl.evaluate,
+    st.tl.impute,
+    st.tl.compare_clusters,
+    st.pp.image_features,
+)
 FRACTION = r"`fraction` must be a number strictly between 0 and 1"
 
 # the table --------------------------------------------------------------------------------------------------
@@ -186,6 +220,50 @@ CASES = [
     ("evaluate-nan-prediction", held_out_nan, lambda a, t: evaluate(a, "imputed"), ValueError, "NaN or infinite values at hidden entries"),
     ("evaluate-holdout-layer-gone", held_out_layers_missing, lambda a, t: evaluate(a, "imputed"), KeyError, r"holdout_test.*Run `st.pp.holdout"),
     ("evaluate-spot-column-gone", held_out_spots_column_missing, lambda a, t: evaluate(a, "imputed"), KeyError, r"obs\['holdout_hidden_spot'\]"),
+    ("evaluate-min-entries-str", held_out, lambda a, t: evaluate(a, "imputed", min_gene_entries="x"), TypeError, "`min_gene_entries` must be an integer, got 'x'"),
+    ("evaluate-min-entries-none", held_out, lambda a, t: evaluate(a, "imputed", min_gene_entries=None), TypeError, "`min_gene_entries` must be an integer, got None"),
+    ("evaluate-min-entries-neg", held_out, lambda a, t: evaluate(a, "imputed", min_gene_entries=-5), ValueError, "`min_gene_entries` must be >= 1, got -5"),
+    ("evaluate-min-entries-zero", held_out, lambda a, t: evaluate(a, "imputed", min_gene_entries=0), ValueError, "`min_gene_entries` must be >= 1, got 0"),
+    ("evaluate-min-entries-float", held_out, lambda a, t: evaluate(a, "imputed", min_gene_entries=2.5), TypeError, r"`min_gene_entries` must be an integer, got 2\.5"),
+    ("evaluate-min-entries-bool", held_out, lambda a, t: evaluate(a, "imputed", min_gene_entries=True), TypeError, "`min_gene_entries` must be an integer"),
+    ("evaluate-baselines-str", held_out, lambda a, t: evaluate(a, "imputed", baselines="yes"), TypeError, "`baselines` must be True or False, got 'yes'"),
+    ("evaluate-baselines-int", held_out, lambda a, t: evaluate(a, "imputed", baselines=1), TypeError, "`baselines` must be True or False, got 1"),
+    ("evaluate-baselines-none", held_out, lambda a, t: evaluate(a, "imputed", baselines=None), TypeError, "`baselines`"),
+    # tl.impute (max_epochs=1 keeps a missing check from training for long)
+    ("impute-not-anndata", same, lambda a, t: impute(a.X, "knn"), TypeError, "`adata` must be an AnnData object, got csr_matrix"),
+    ("impute-image-nan", image_nan, lambda a, t: impute(a, "image", max_epochs=1), ValueError, r"`adata.obsm\['X_image'\]` contains NaN or infinite values"),
+    ("impute-image-nan-multimodal", image_nan, lambda a, t: impute(a, "multimodal", max_epochs=1), ValueError, r"obsm\['X_image'\]` contains NaN"),
+    ("impute-image-3d", image_3d, lambda a, t: impute(a, "image", max_epochs=1), ValueError, r"must be a numeric \(n_obs, n_features\) array, got shape \(200, 2, 2\)"),
+    ("impute-image-strings", image_strings, lambda a, t: impute(a, "image", max_epochs=1), ValueError, r"`adata.obsm\['X_image'\]` must be a numeric"),
+    ("impute-image-key-empty", image_features, lambda a, t: impute(a, "image", image_key="", max_epochs=1), TypeError, "`image_key` must be a non-empty string"),
+    ("impute-image-key-type", image_features, lambda a, t: impute(a, "image", image_key=3, max_epochs=1), TypeError, "`image_key` must be a non-empty string, got 3"),
+    ("impute-lr-decay-0", same, lambda a, t: impute(a, "autoencoder", lr_decay=0, max_epochs=1), ValueError, r"`lr_decay` must be in \(0, 1\].*got 0"),
+    ("impute-lr-decay-big", same, lambda a, t: impute(a, "autoencoder", lr_decay=1.5, max_epochs=1), ValueError, "`lr_decay` must be in"),
+    ("impute-dropout", same, lambda a, t: impute(a, "autoencoder", dropout=0.95, max_epochs=1), ValueError, r"`dropout` must be in \[0, 0\.9\], got 0\.95"),
+    ("impute-dropout-negative", same, lambda a, t: impute(a, "autoencoder", dropout=-0.1, max_epochs=1), ValueError, "`dropout` must be a non-negative number"),
+    ("impute-detection-str", same, lambda a, t: impute(a, "autoencoder", detection="yes", max_epochs=1), TypeError, "`detection` must be True or False, got 'yes'"),
+    ("impute-count-hidden-zero", same, lambda a, t: impute(a, "autoencoder", count_hidden=(0,), max_epochs=1), ValueError, r"`count_hidden` must be a tuple of positive layer widths.*got \(0,\)"),
+    ("impute-output", same, lambda a, t: impute(a, "knn", output="counts"), ValueError, r"`output` must be one of \['conditional', 'expected', 'normalized'\], got 'counts'"),
+    ("impute-output-learned", same, lambda a, t: impute(a, "autoencoder", output="log1p", max_epochs=1), ValueError, "`output` must be one of"),
+    # tl.compare_clusters
+    ("clusters-one-label", one_label, lambda a, t: compare(a, ["X"], labels_key="labels"), ValueError, r"`adata.obs\['labels'\]` has fewer than two non-missing labels"),
+    ("clusters-random-state-str", same, lambda a, t: compare(a, ["X"], random_state="a"), TypeError, "`random_state` must be a non-negative integer or None, got 'a'"),
+    ("clusters-random-state-neg", same, lambda a, t: compare(a, ["X"], random_state=-1), TypeError, "`random_state`"),
+    ("clusters-labels-key-type", same, lambda a, t: compare(a, ["X"], labels_key=3), TypeError, "`labels_key` must be a column name of `adata.obs` or None, got int"),
+    ("clusters-key-empty", same, lambda a, t: compare(a, ["X"], key_added=""), TypeError, "`key_added` must be a non-empty string"),
+    ("clusters-n-top-genes", same, lambda a, t: compare(a, ["X"], n_top_genes=1), ValueError, "`n_top_genes` must be >= 2, got 1"),
+    ("clusters-n-pcs", same, lambda a, t: compare(a, ["X"], n_pcs=0), ValueError, "`n_pcs` must be >= 1, got 0"),
+    ("clusters-n-neighbors", same, lambda a, t: compare(a, ["X"], n_neighbors=1), ValueError, "`n_neighbors` must be >= 2, got 1"),
+    # pp.image_features
+    ("features-batch-size-0", same, lambda a, t: features(a, batch_size=0), ValueError, "`batch_size` must be >= 1, got 0"),
+    ("features-batch-size-str", same, lambda a, t: features(a, batch_size="8"), TypeError, "`batch_size` must be an integer"),
+    ("features-key-empty", same, lambda a, t: features(a, key_added=""), TypeError, "`key_added` must be a non-empty string"),
+    ("features-key-type", same, lambda a, t: features(a, key_added=None), TypeError, "`key_added` must be a non-empty string, got None"),
+    ("features-random-state", same, lambda a, t: features(a, random_state=-1), TypeError, "`random_state` must be a non-negative integer"),
+    ("features-random-state-str", same, lambda a, t: features(a, random_state="a"), TypeError, "`random_state`"),
+    ("features-device", same, lambda a, t: features(a, device="gpu"), ValueError, "`device` must be 'auto', 'cpu'.*got 'gpu'"),
+    ("features-weights-int", same, lambda a, t: features(a, weights=3), ValueError, "`weights` must be None for encoder='handcrafted'.*got 3"),
+    ("features-weights-int-cnn", same, lambda a, t: features(a, encoder="resnet18", weights=3), TypeError, "`weights` must be 'imagenet', 'random' or a path to a checkpoint file, got int"),
     # get accessors
     ("coords-missing-obsm", no_obsm, lambda a, t: st.get.spatial_coords(a), KeyError, r"`adata.obsm\['spatial'\]` not found"),
     ("crops-missing-obsm", no_obsm, lambda a, t: st.get.spot_crops(a), KeyError, r"obsm\['spatial'\]"),
@@ -240,16 +318,33 @@ def _nested_keys(mapping) -> dict:
 
 
 def _snapshot(adata: ad.AnnData) -> dict:
+    """Copies of every value a failed call must leave alone (the data are small: 200 spots x 50 genes)."""
     return {
         "shape": adata.shape,
         "X": _dense(adata.X).copy(),
         "X_dtype": adata.X.dtype,
         "layers": {k: _dense(v).copy() for k, v in adata.layers.items()},
-        "obs": list(adata.obs.columns),
-        "obsm": list(adata.obsm.keys()),
+        "obs": adata.obs.copy(),
+        "var": adata.var.copy(),
+        "obsm": {k: _dense(v).copy() for k, v in adata.obsm.items()},
         "uns": _nested_keys(adata.uns),
         "settings": (st.settings.device, st.settings.verbosity, st.settings.progress_bar, st.settings.datadir),
     }
+
+
+def _assert_same(after: dict, before: dict) -> None:
+    assert after["shape"] == before["shape"]
+    np.testing.assert_array_equal(after["X"], before["X"])  # NaN-aware
+    assert after["X_dtype"] == before["X_dtype"]
+    for key in ("layers", "obsm"):
+        assert list(after[key]) == list(before[key]), key
+        for name, value in before[key].items():
+            assert after[key][name].dtype == value.dtype, f"{key}[{name!r}]"
+            np.testing.assert_array_equal(after[key][name], value, err_msg=f"{key}[{name!r}]")
+    for key in ("obs", "var"):  # column names, order, dtypes, index and values (NaN-aware)
+        pd.testing.assert_frame_equal(after[key], before[key], obj=key)
+    for key in ("uns", "settings"):
+        assert after[key] == before[key], key
 
 
 def test_table_ids_are_unique():
@@ -263,12 +358,45 @@ def test_bad_input(synthetic, tmp_path, setup, call, error, match):
     before = _snapshot(adata)
     with pytest.raises(error, match=match):
         call(adata, tmp_path)
-    after = _snapshot(adata)
-    assert after["shape"] == before["shape"]
-    np.testing.assert_array_equal(after["X"], before["X"])  # NaN-aware
-    assert after["X_dtype"] == before["X_dtype"]
-    assert list(after["layers"]) == list(before["layers"])
-    for key, value in before["layers"].items():
-        np.testing.assert_array_equal(after["layers"][key], value)
-    for key in ("obs", "obsm", "uns", "settings"):
-        assert after[key] == before[key], key
+    _assert_same(_snapshot(adata), before)
+
+
+def _change_obs_value(a):
+    a.obs.loc[a.obs_names[0], "array_row"] += 1
+
+
+def _change_obsm_value(a):
+    a.obsm["spatial"][0, 0] += 1.0
+
+
+def _change_layer_value(a):
+    a.layers["holdout_train"].data[0] += 1
+
+
+def _change_x_value(a):
+    a.X.data[0] += 1
+
+
+def _change_var_value(a):
+    a.var.loc[a.var_names[0], "marker_of"] = "D0" if a.var["marker_of"].iloc[0] != "D0" else "D1"
+
+
+@pytest.mark.parametrize(
+    "change", [_change_obs_value, _change_obsm_value, _change_layer_value, _change_x_value, _change_var_value]
+)
+def test_snapshot_sees_changed_values(synthetic, change):
+    """The comparison of the table above catches a changed value, not only a changed key."""
+    held_out(synthetic)
+    before = _snapshot(synthetic)
+    _assert_same(_snapshot(synthetic), before)
+    change(synthetic)
+    with pytest.raises(AssertionError):
+        _assert_same(_snapshot(synthetic), before)
+
+
+def test_evaluate_accepts_min_gene_entries_one(synthetic):
+    """The lower bound of the check: every gene with one hidden entry or more is kept (no error)."""
+    held_out(synthetic)
+    scores = evaluate(synthetic, "imputed", min_gene_entries=1, baselines=False)
+    assert list(scores.index) == ["imputed"]
+    assert np.isfinite(scores.loc["imputed", "median_gene_pearson"])

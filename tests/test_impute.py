@@ -116,12 +116,15 @@ def test_training_record_is_consistent(scored):
     assert sum(fw.values()) == pytest.approx(1.0, abs=1e-5)
 
 
-def test_deterministic_on_cpu(held):
+@pytest.mark.parametrize("method", LEARNED)
+def test_deterministic_on_cpu(held, method):
     for key in ("a", "b"):
-        st.tl.impute(held, "multimodal", layer="holdout_train", key_added=key, max_epochs=3, random_state=7)
+        st.tl.impute(held, method, layer="holdout_train", key_added=key, max_epochs=3, random_state=7)
     np.testing.assert_array_equal(held.layers["a"], held.layers["b"])
+    np.testing.assert_array_equal(held.uns["a"]["history"]["train_loss"], held.uns["b"]["history"]["train_loss"])
     np.testing.assert_array_equal(held.uns["a"]["history"]["val_loss"], held.uns["b"]["history"]["val_loss"])
-    st.tl.impute(held, "multimodal", layer="holdout_train", key_added="c", max_epochs=3, random_state=8)
+    assert held.uns["a"]["fusion_weights"] == held.uns["b"]["fusion_weights"]
+    st.tl.impute(held, method, layer="holdout_train", key_added="c", max_epochs=3, random_state=8)
     assert not np.array_equal(held.layers["a"], held.layers["c"])
 
 
@@ -160,18 +163,35 @@ def test_return_model_and_copy(held):
     assert "ImputationModel" in repr(model)
 
 
-def test_h5ad_round_trip(held, tmp_path):
-    st.tl.impute(held, "multimodal", layer="holdout_train", max_epochs=2)
-    st.tl.impute(held, "knn", layer="holdout_train")
+@pytest.mark.parametrize("method", ["knn", *LEARNED])
+def test_h5ad_round_trip(held, tmp_path, method):
+    kwargs = {} if method == "knn" else {"max_epochs": 2}
+    st.tl.impute(held, method, layer="holdout_train", **kwargs)
+    key = f"imputed_{method}"
     path = tmp_path / "imputed.h5ad"
     held.write_h5ad(path)
     back = ad.read_h5ad(path)
-    for key in ("imputed_multimodal", "imputed_knn"):
-        np.testing.assert_array_equal(back.layers[key], held.layers[key])
-        assert back.uns[key]["best_epoch"] == held.uns[key]["best_epoch"]
-        assert back.uns[key]["params"]["method"] == held.uns[key]["params"]["method"]
-        np.testing.assert_array_equal(back.uns[key]["history"]["val_loss"], held.uns[key]["history"]["val_loss"])
-    assert back.uns["imputed_multimodal"]["params"]["modalities"].tolist() == ["counts", "position", "image"]
+    assert back.layers[key].dtype == np.float32
+    np.testing.assert_array_equal(back.layers[key], held.layers[key])
+    ours, theirs = held.uns[key], back.uns[key]
+    assert set(theirs) == set(ours)
+    assert theirs["best_epoch"] == ours["best_epoch"]
+    assert theirs["device"] == ours["device"]
+    assert theirs["n_parameters"] == ours["n_parameters"]
+    assert theirs["fusion_weights"] == pytest.approx(ours["fusion_weights"])
+    for name in ("epoch", "train_loss", "val_loss"):
+        np.testing.assert_array_equal(theirs["history"][name], ours["history"][name])
+    assert set(theirs["params"]) == set(ours["params"])
+    for name, value in ours["params"].items():
+        if isinstance(value, list):  # lists come back as arrays
+            assert list(theirs["params"][name]) == value, name
+        else:
+            assert theirs["params"][name] == value, name
+    assert theirs["params"]["method"] == method
+    if method == "multimodal":
+        assert theirs["params"]["modalities"].tolist() == ["counts", "position", "image"]
+    if method != "knn":
+        assert len(theirs["history"]["epoch"]) > 0
 
 
 def test_count_likelihood_expected_is_below_conditional(held):
@@ -500,3 +520,20 @@ def test_neighbour_features_without_cache_match(synthetic, monkeypatch, one_torc
     monkeypatch.setattr(_data, "NEIGHBOUR_CACHE_BYTES", 1 << 30)
     lazy.predict(synthetic, layer="holdout_train", key_added="lazy_then_cached", output="normalized")
     np.testing.assert_array_equal(synthetic.layers["cached_then_lazy"], synthetic.layers["lazy_then_cached"])
+
+
+def test_failed_run_drops_the_image_features_it_computed():
+    adata = st.datasets.synthetic_visium(n_spots=100, n_genes=30)
+    almost_empty = sparse.lil_matrix(adata.shape, dtype=np.float32)
+    almost_empty[0, 0] = 3
+    adata.layers["almost_empty"] = almost_empty.tocsr()
+    assert "X_image" not in adata.obsm
+    before = (set(adata.obsm), set(adata.uns), set(adata.layers))
+    with pytest.raises(ValueError, match="at least 2 are needed"):
+        st.tl.impute(adata, "multimodal", layer="almost_empty", max_epochs=1, progress=False)
+    assert (set(adata.obsm), set(adata.uns), set(adata.layers)) == before
+    # features that were there before the run stay
+    st.pp.image_features(adata)
+    with pytest.raises(ValueError, match="at least 2 are needed"):
+        st.tl.impute(adata, "multimodal", layer="almost_empty", max_epochs=1, progress=False)
+    assert "X_image" in adata.obsm and "X_image" in adata.uns

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import anndata as ad
 import numpy as np
 import pytest
 
@@ -20,6 +21,19 @@ def _section(seed: int, n_spots: int = 200):
     crops = st.get.spot_crops(adata, spot_scale=2.0).astype(np.float64)
     adata.obsm["X_image"] = np.hstack([crops.mean(axis=(1, 2)), crops.std(axis=(1, 2))])
     return adata
+
+
+def _state(adata) -> tuple:
+    """Everything a failed ``predict`` must leave alone: the layer, uns and obsm keys, and X."""
+    return sorted(adata.layers), sorted(adata.uns), sorted(adata.obsm), adata.X.copy()
+
+
+def _assert_unchanged(adata, state) -> None:
+    layers, uns, obsm, X = state
+    assert sorted(adata.layers) == layers
+    assert sorted(adata.uns) == uns
+    assert sorted(adata.obsm) == obsm
+    assert (adata.X != X).nnz == 0
 
 
 @pytest.fixture
@@ -111,23 +125,136 @@ def test_predict_on_different_genes_raises(trained):
     other = _section(3)
     renamed = other.copy()
     renamed.var_names = [f"other_{i}" if i < 3 else g for i, g in enumerate(other.var_names)]
-    before = set(renamed.layers)
+    state = _state(renamed)
     with pytest.raises(ValueError, match=r"3 of the model's genes are missing \(e\.g\. \['gene_0000'"):
         model.predict(renamed)
-    assert set(renamed.layers) == before
+    _assert_unchanged(renamed, state)
+    subset = other[:, :40].copy()
+    state = _state(subset)
     with pytest.raises(ValueError, match="different genes"):
-        model.predict(other[:, :40].copy())
+        model.predict(subset)
+    _assert_unchanged(subset, state)
+    reordered = other[:, ::-1].copy()
+    state = _state(reordered)
     with pytest.raises(ValueError, match="different order"):
-        model.predict(other[:, ::-1].copy())
+        model.predict(reordered)
+    _assert_unchanged(reordered, state)
 
 
 def test_predict_needs_the_models_inputs(trained):
     _, model = trained
     other = _section(3)
     del other.obsm["X_image"]
+    state = _state(other)
     with pytest.raises(KeyError, match=r"obsm\['X_image'\]"):
         model.predict(other)
+    _assert_unchanged(other, state)
     other = _section(3)
     other.obsm["X_image"] = other.obsm["X_image"][:, :2]
+    state = _state(other)
     with pytest.raises(ValueError, match="features but the model was trained on"):
         model.predict(other)
+    _assert_unchanged(other, state)
+    assert other.obsm["X_image"].shape[1] == 2
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"key_added": ""}, TypeError, "`key_added` must be a non-empty string, got ''"),
+        ({"key_added": 3}, TypeError, "`key_added` must be a non-empty string, got 3"),
+        ({"key_added": ("a",)}, TypeError, "`key_added`"),
+        ({"output": "probabilities"}, ValueError, "`output` must be one of"),
+        ({"output": "expected"}, ValueError, r"`output='expected'` needs .*detection=True"),
+        ({"layer": "holdout_trian"}, KeyError, r"`adata.layers\['holdout_trian'\]` not found"),
+        ({"image_key": "X_other"}, KeyError, r"obsm\['X_other'\]"),
+        ({"image_key": ""}, TypeError, "`image_key` must be a non-empty string"),
+        ({"image_key": 5}, TypeError, "`image_key` must be a non-empty string"),
+    ],
+)
+def test_predict_bad_arguments_leave_adata_unchanged(trained, kwargs, error, match):
+    adata, model = trained
+    kwargs = {"layer": "holdout_train", **kwargs}
+    state = _state(adata)
+    train = adata.layers["holdout_train"].copy()
+    with pytest.raises(error, match=match):
+        model.predict(adata, **kwargs)
+    _assert_unchanged(adata, state)
+    assert (adata.layers["holdout_train"] != train).nnz == 0
+    # the copy path validates before copying too: nothing is returned, nothing written
+    with pytest.raises(error, match=match):
+        model.predict(adata, copy=True, **kwargs)
+    _assert_unchanged(adata, state)
+
+
+def test_predict_copy_returns_a_copy(trained):
+    adata, model = trained
+    state = _state(adata)
+    imputed = adata.layers["imputed_multimodal"].copy()
+    out = model.predict(adata, layer="holdout_train", key_added="copied", copy=True)
+    assert isinstance(out, ad.AnnData) and out is not adata
+    assert "copied" in out.layers and "copied" in out.uns
+    np.testing.assert_array_equal(out.layers["copied"], imputed)
+    _assert_unchanged(adata, state)
+    assert "copied" not in adata.layers and "copied" not in adata.uns
+    np.testing.assert_array_equal(adata.layers["imputed_multimodal"], imputed)
+    assert model.predict(adata, layer="holdout_train", key_added="inplace") is None
+    assert "inplace" in adata.layers
+
+
+def test_predict_result_survives_h5ad(trained, tmp_path):
+    adata, model = trained
+    model.save(tmp_path / "m")
+    loaded = st.tl.load_model(tmp_path / "m", device="cpu")  # its config went through JSON (lists, not tuples)
+    model.predict(adata, layer="holdout_train", key_added="returned", output="normalized")
+    loaded.predict(adata, layer="holdout_train", key_added="loaded")
+    adata.write_h5ad(tmp_path / "predicted.h5ad")
+    back = ad.read_h5ad(tmp_path / "predicted.h5ad")
+    for key in ("returned", "loaded"):
+        assert back.layers[key].dtype == np.float32
+        np.testing.assert_array_equal(back.layers[key], adata.layers[key])
+        ours, theirs = adata.uns[key], back.uns[key]
+        assert set(theirs) == set(ours)
+        assert theirs["best_epoch"] == ours["best_epoch"] >= 0
+        assert theirs["device"] == ours["device"] == "cpu"
+        assert theirs["wall_time"] == pytest.approx(ours["wall_time"])
+        assert not theirs["trained"]
+        assert theirs["fusion_weights"] == pytest.approx(ours["fusion_weights"])
+        for name in ("epoch", "train_loss", "val_loss"):
+            np.testing.assert_array_equal(theirs["history"][name], ours["history"][name])
+        assert len(theirs["history"]["epoch"]) > 0
+        params = theirs["params"]
+        assert set(params) == set(ours["params"])
+        assert params["method"] == "multimodal" and params["layer"] == "holdout_train"
+        assert list(params["modalities"]) == ["counts", "position", "image"]
+    assert back.uns["returned"]["params"]["output"] == "normalized"
+    assert not back.uns["returned"]["params"]["keep_observed"]
+    assert back.uns["loaded"]["params"]["output"] == "conditional"
+
+
+def test_load_model_bad_device(trained, tmp_path):
+    _, model = trained
+    model.save(tmp_path / "m")
+    with pytest.raises(ValueError, match=r"`device` must be 'auto', 'cpu', 'cuda', 'cuda:<index>' or 'mps', got 'gpu'"):
+        st.tl.load_model(tmp_path / "m", device="gpu")
+    with pytest.raises(ValueError, match="`device`"):
+        st.tl.load_model(tmp_path / "m", device=0)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            st.tl.load_model(tmp_path / "m", device="cuda")
+
+
+def test_load_model_from_a_newer_format(trained, tmp_path):
+    _, model = trained
+    folder = tmp_path / "m"
+    model.save(folder)
+    config = json.loads((folder / "config.json").read_text())
+    assert config["format_version"] == 1
+    config["format_version"] = 2
+    config["stimpute_version"] = "99.0"
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"saved by a newer stimpute \(99\.0\); upgrade stimpute to load it"):
+        st.tl.load_model(folder, device="cpu")
+    config["format_version"] = 1  # the same folder loads again once the version is one this stimpute knows
+    (folder / "config.json").write_text(json.dumps(config))
+    assert st.tl.load_model(folder, device="cpu").method == "multimodal"

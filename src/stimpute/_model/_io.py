@@ -17,6 +17,7 @@ import torch
 from anndata import AnnData
 
 from .. import _logging as logg
+from .._validate import check_key_string
 from ._data import attach_projection, prepare
 from ._device import resolve_device
 from ._module import ImputeNet
@@ -139,8 +140,10 @@ class ImputationModel:
         from ..tl._impute import _restore as restore_observed
 
         start = time.perf_counter()
+        key_added = f"imputed_{self.method}" if key_added is None else check_key_string(key_added, name="key_added")
+        if image_key is not None:
+            image_key = check_key_string(image_key, name="image_key")
         image_key = self.config.get("image_key", "X_image") if image_key is None else image_key
-        key_added = f"imputed_{self.method}" if key_added is None else key_added
         output = self.config.get("output", "conditional") if output is None else output
         keep_observed = (output != "normalized") if keep_observed is None else bool(keep_observed)
         _check_output(output, self.config)

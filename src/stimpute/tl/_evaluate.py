@@ -11,7 +11,7 @@ from scipy import sparse, stats
 
 from .. import _logging as logg
 from .._constants import HIDDEN_SPOT_SUFFIX, TEST_SUFFIX, TRAIN_SUFFIX
-from .._validate import check_adata, check_layer, get_matrix
+from .._validate import check_adata, check_layer, check_positive_int, get_matrix
 
 __all__ = ["evaluate"]
 
@@ -93,6 +93,10 @@ def evaluate(
     >>> list(scores.index)
     ['smoothed', 'baseline: train as is', 'baseline: gene mean']
     """
+    min_gene_entries = check_positive_int(min_gene_entries, name="min_gene_entries", minimum=1)
+    if not isinstance(baselines, bool | np.bool_):
+        msg = f"`baselines` must be True or False, got {baselines!r}."
+        raise TypeError(msg)
     check_adata(adata)
     if holdout_key not in adata.uns or "params" not in adata.uns[holdout_key]:
         msg = f"`adata.uns[{holdout_key!r}]` not found; run `st.pp.holdout(adata, key_added={holdout_key!r})` first."
