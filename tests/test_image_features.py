@@ -269,8 +269,11 @@ def test_cnn_checkpoint_and_conversions(syn60, r18_checkpoint, tmp_path):
     assert X.shape == (60, 8) and X.dtype == np.float32 and np.isfinite(X).all()
     assert params["weights"] == "r18.pt" and params["n_features"] == 512 and params["tile_size"] == 32
     # same seed -> the same random initialisation as the checkpoint (built after torch.manual_seed(0))
+    torch.manual_seed(123)
+    state_before = torch.get_rng_state()
     rand = st.pp.image_features(syn60, weights="random", random_state=0, **kw)
     np.testing.assert_allclose(rand.obsm["X_image"], X, atol=1e-4)
+    assert torch.equal(torch.get_rng_state(), state_before)  # seeding did not change the caller's generator
     # documented conversions: Lightning-style wrapper, DataParallel prefix, head keys absent
     state = torch.load(r18_checkpoint, weights_only=True)
     wrapped = {"state_dict": {f"module.{k}": v for k, v in state.items() if not k.startswith("fc.")}, "epoch": 3}

@@ -537,3 +537,32 @@ def test_failed_run_drops_the_image_features_it_computed():
     with pytest.raises(ValueError, match="at least 2 are needed"):
         st.tl.impute(adata, "multimodal", layer="almost_empty", max_epochs=1, progress=False)
     assert "X_image" in adata.obsm and "X_image" in adata.uns
+
+
+@pytest.mark.parametrize("method", ["autoencoder", "multimodal"])
+def test_training_leaves_the_global_torch_rng_alone(held, method):
+    import torch
+
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    st.tl.impute(held, method, layer="holdout_train", max_epochs=2, dropout=0.1, key_added="rng", progress=False)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_validation_uses_only_spots_with_counts():
+    from stimpute._model._data import fresh_norm, prepare
+
+    adata = st.datasets.synthetic_visium(n_spots=120, n_genes=40)
+    empty = np.arange(0, 120, 4)  # a quarter of the spots without counts, as after strategy="spots"
+    keep = np.ones(120, dtype=np.float32)
+    keep[empty] = 0
+    X = sparse.csr_matrix(sparse.diags(keep) @ sparse.csr_matrix(adata.X, dtype=np.float32))
+    X.eliminate_zeros()
+    config = {"modalities": ("counts",), "neighbours": False}
+    prep = prepare(
+        X, config=config, norm=fresh_norm(X, None), coords=None, image=None, val_fraction=0.1,
+        rng=np.random.default_rng(0),
+    )  # fmt: skip
+    assert prep.val_spots.size == 120 - empty.size
+    assert not np.isin(prep.val_spots, empty).any()
+    assert prep.L_val.nnz > 0 and prep.L_val[empty].nnz == 0

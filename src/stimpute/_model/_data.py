@@ -194,7 +194,9 @@ def prepare(
             else None
         )
         L_fit, L_val = split_observed(L, val_fraction, rng, rows=val_spots)
-        val_spots = np.arange(n_obs) if val_spots is None else val_spots
+        # validation spots: those with counts only (a spot without counts has no entries to validate on, and its
+        # zeros are unobserved, not true zeros; all spots when every spot has counts)
+        val_spots = pool if val_spots is None else val_spots
     else:
         L_fit, L_val = L, sparse.csr_matrix(L.shape, dtype=np.float32)
         val_spots = np.zeros(0, dtype=np.int64)

@@ -26,8 +26,22 @@ def resolve_device(device: str | None = None) -> torch.device:
     return torch.device(name)
 
 
+def isolated_rng(device: torch.device | None = None):
+    """Context manager: torch's global generators (CPU, and ``device`` when CUDA) are restored on exit.
+
+    Seeding for a reproducible run must not change the caller's random state.
+    """
+    devices = []
+    if device is not None and device.type == "cuda":
+        devices = [device.index if device.index is not None else torch.cuda.current_device()]
+    return torch.random.fork_rng(devices=devices)
+
+
 def seed_everything(random_state: int | None) -> torch.Generator:
-    """Seed torch's global generator (for weight initialisation) and return a dedicated CPU generator."""
+    """Seed torch's global generator (for weight initialisation) and return a dedicated CPU generator.
+
+    Call it inside :func:`isolated_rng` so that the caller's generator state is left alone.
+    """
     seed = 0 if random_state is None else int(random_state)
     torch.manual_seed(seed)
     gen = torch.Generator()

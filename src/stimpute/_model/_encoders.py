@@ -67,10 +67,11 @@ def load_encoder(name: str, weights: str | os.PathLike, *, random_state: int | N
         msg = f"`encoder` must be 'handcrafted' or one of {list(CNN_ENCODERS)}, got {name!r}."
         raise ValueError(msg)
     if isinstance(weights, str) and weights == "random":
-        from ._device import seed_everything
+        from ._device import isolated_rng, seed_everything
 
-        seed_everything(random_state)
-        model = _build(name)
+        with isolated_rng():
+            seed_everything(random_state)
+            model = _build(name)
     elif isinstance(weights, str) and weights == "imagenet":
         model = _imagenet_model(name)
     else:

@@ -7,7 +7,7 @@ import torch
 from scipy import sparse
 
 from ._data import attach_projection, depth_normalised_log1p, fresh_norm, gene_offset, position_features, prepare
-from ._device import seed_everything
+from ._device import isolated_rng, seed_everything
 from ._io import ImputationModel, build_net
 from ._train import train
 
@@ -32,7 +32,34 @@ def fit_model(
     Returns
     -------
     The model, the training record (history, best epoch, ...) and the prepared inputs (for prediction).
+    The caller's torch random state is the same afterwards.
     """
+    with isolated_rng(device):
+        return _fit_model(
+            X,
+            var_names=var_names,
+            coords=coords,
+            image=image,
+            config=config,
+            training=training,
+            device=device,
+            random_state=random_state,
+            progress=progress,
+        )
+
+
+def _fit_model(
+    X: sparse.spmatrix | np.ndarray,
+    *,
+    var_names: list[str],
+    coords: np.ndarray | None,
+    image: np.ndarray | None,
+    config: dict,
+    training: dict,
+    device: torch.device,
+    random_state: int,
+    progress: bool,
+) -> tuple[ImputationModel, dict, object]:
     gen = seed_everything(random_state)
     rng = np.random.default_rng(random_state)
     config = dict(config)
