@@ -327,7 +327,8 @@ def impute(
         max_dense_gb=max_dense_gb,
         n_params=n_params,
         compute_image=True,
-        dense_copies=2 if opts.get("spatial_reg", 0.0) > 0 else 1,
+        # the spatial_reg cache holds every output column (two per gene with a detection head)
+        dense_copies=1 + ((2 if opts.get("detection") else 1) if opts.get("spatial_reg", 0.0) > 0 else 0),
     )
 
     if copy:
