@@ -268,3 +268,14 @@ def test_compare_clusters_bad_repeats(synthetic, value, error):
     with pytest.raises(error, match="n_repeats"):
         st.tl.compare_clusters(synthetic, ["X"], n_clusters=3, n_repeats=value)
     assert (set(synthetic.obs.columns), set(synthetic.uns)) == before
+
+
+def test_random_state_none_is_reproducible_with_kmeans():
+    adata = st.datasets.synthetic_visium(n_spots=200, n_genes=50)
+    runs = []
+    for _ in range(2):
+        st.tl.compare_clusters(adata, ["X"], method="kmeans", n_clusters=4, labels_key="domain", random_state=None)
+        runs.append(adata.obs["clusters_X"].to_numpy().copy())
+    np.testing.assert_array_equal(runs[0], runs[1])
+    st.tl.compare_clusters(adata, ["X"], method="kmeans", n_clusters=4, labels_key="domain", random_state=0)
+    np.testing.assert_array_equal(adata.obs["clusters_X"].to_numpy(), runs[0])  # None counts as 0

@@ -237,3 +237,26 @@ def test_gene_mean_baseline_matches_its_definition(synthetic, strategy):
         table.loc[BASELINE_GENE_MEAN, ["rmse_raw", "rmse_log1p"]].to_numpy(float),
         rtol=1e-5,
     )
+
+
+def test_refuses_holdout_layers_normalised_in_place():
+    adata = st.datasets.synthetic_visium(n_spots=80, n_genes=30)
+    st.pp.holdout(adata, fraction=0.5, random_state=0)
+    assert adata.uns["holdout"]["integer_counts"] is True or adata.uns["holdout"]["integer_counts"] == 1
+    adata.layers["pred"] = adata.layers["holdout_train"].toarray() + 1.0
+    st.tl.evaluate(adata, "pred")  # fine as split
+    scores = adata.uns["holdout"]["scores"].copy()
+    train = adata.layers["holdout_train"]
+    train.data = np.log1p(train.data)  # normalised in place afterwards
+    with pytest.raises(ValueError, match=r"holdout_train.*no longer holds the whole counts"):
+        st.tl.evaluate(adata, "pred")
+    pd.testing.assert_frame_equal(adata.uns["holdout"]["scores"], scores)  # nothing written
+
+
+def test_non_integer_source_counts_are_not_checked_for_integrality():
+    adata = st.datasets.synthetic_visium(n_spots=80, n_genes=30)
+    adata.X = adata.X.astype(np.float32) * 0.5  # e.g. ambient-corrected, non-integer counts
+    st.pp.holdout(adata, fraction=0.5, random_state=0)
+    assert not adata.uns["holdout"]["integer_counts"]
+    adata.layers["pred"] = adata.layers["holdout_train"].toarray() + 0.5
+    assert "pred" in st.tl.evaluate(adata, "pred").index

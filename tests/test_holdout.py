@@ -241,3 +241,31 @@ def test_h5ad_roundtrip(counts, strategy, tmp_path):
     back.layers["perfect"] = back.X
     if strategy != "thinning":
         assert st.tl.evaluate(back, "perfect").loc["perfect", "rmse_raw"] == 0
+
+
+def test_duplicate_stored_entries_are_merged_before_splitting():
+    rng = np.random.default_rng(0)
+    rows, cols = rng.integers(0, 40, 300), rng.integers(0, 30, 300)
+    vals = rng.integers(1, 5, 300).astype(np.float32)
+    coo = sparse.coo_matrix((np.r_[vals, vals], (np.r_[rows, rows], np.r_[cols, cols])), shape=(40, 30))
+    X = coo.tocsr()  # the counts, duplicates summed
+    # the same counts with every entry stored twice (a CSR built by hand from COO data can hold that)
+    order = np.argsort(coo.row, kind="stable")
+    indptr = np.r_[0, np.cumsum(np.bincount(coo.row, minlength=40))]
+    dup = sparse.csr_matrix((coo.data[order], coo.col[order], indptr), shape=(40, 30))
+    assert not dup.has_canonical_format and dup.nnz > X.nnz
+    adata = ad.AnnData(dup)
+    st.pp.holdout(adata, fraction=0.5, strategy="entries", random_state=0)
+    train, test = adata.layers["holdout_train"], adata.layers["holdout_test"]
+    assert train.multiply(test).nnz == 0  # no entry on both sides
+    np.testing.assert_array_equal((train + test).toarray(), X.toarray())
+    assert adata.uns["holdout"]["n_nonzero"] == X.nnz
+
+
+def test_gene_folds_refuse_fewer_than_two_folds():
+    adata = st.datasets.synthetic_visium(n_spots=60, n_genes=20)
+    with pytest.raises(ValueError, match=r"`fraction=0.7` with `strategy='gene_folds'`.*at most 0.5"):
+        st.pp.holdout(adata, fraction=0.7, strategy="gene_folds")
+    assert "holdout" not in adata.uns and "holdout_train" not in adata.layers
+    st.pp.holdout(adata, fraction=0.5, strategy="gene_folds", fold=1, min_spot_fraction=0.1)
+    assert adata.uns["holdout"]["params"]["n_folds"] == 2

@@ -58,7 +58,8 @@ def holdout(
         ``"gene_folds"``
             MIST's protocol: for every gene that is non-zero in at least ``min_spot_fraction``
             of the spots, its non-zero spots are shuffled into ``round(1 / fraction)`` folds and
-            fold ``fold`` is hidden. Other genes are left whole.
+            fold ``fold`` is hidden (so the hidden share is ``1 / round(1 / fraction)``; ``fraction``
+            must be at most 0.5). Other genes are left whole.
         ``"thinning"``
             Binomial thinning of every count: the training layer gets ``Binomial(n, 1 - fraction)``
             and the test layer the rest (integer counts required). Scored on all entries.
@@ -89,7 +90,9 @@ def holdout(
     ``adata.obs['{key_added}_hidden_spot']``
         With ``strategy="spots"``: whether the spot is hidden.
     ``adata.uns['{key_added}']``
-        ``params`` and counts of what was hidden.
+        ``params``, counts of what was hidden (``n_nonzero``, ``n_hidden``, ``hidden_fraction``) and
+        ``integer_counts`` (whether the source held whole counts; :func:`stimpute.tl.evaluate` then
+        refuses holdout layers that were normalised in place afterwards).
 
     Examples
     --------
@@ -110,6 +113,12 @@ def holdout(
     check_counts(source, name=source_name, integer=strategy == "thinning")
     n_folds = max(2, int(round(1 / fraction)))
     if strategy == "gene_folds":
+        if fraction > 0.5:
+            msg = (
+                f"`fraction={fraction}` with `strategy='gene_folds'` would mean fewer than 2 folds; it hides one of "
+                "round(1 / fraction) folds, so use at most 0.5 (e.g. 0.2 for MIST's 5 folds)."
+            )
+            raise ValueError(msg)
         fold = check_positive_int(fold, name="fold", minimum=0)
         if fold >= n_folds:
             msg = f"`fold` must be below the number of folds round(1 / fraction) = {n_folds}, got {fold}."
@@ -120,6 +129,7 @@ def holdout(
     rng = check_random_state(random_state)
 
     X = sparse.csr_matrix(source, copy=True) if not sparse.issparse(source) else source.tocsr(copy=True)
+    X.sum_duplicates()  # duplicate stored entries would otherwise be split between train and test
     X.eliminate_zeros()
     X.sort_indices()
     nnz = X.nnz
@@ -186,6 +196,8 @@ def holdout(
             "min_spot_fraction": float(min_spot_fraction),
         },
         "n_nonzero": int(nnz),
+        # whole counts in, whole counts out: st.tl.evaluate refuses holdout layers normalised in place afterwards
+        "integer_counts": bool(np.all(np.mod(X.data, 1) == 0)),
         "n_hidden": n_hidden,
         "hidden_fraction": round(n_hidden / total, 6),
         **extra,

@@ -55,7 +55,10 @@ def evaluate(
     adata
         Annotated data on which :func:`stimpute.pp.holdout` was run.
     layers
-        Imputed layer(s) to score, in the count scale of the source layer.
+        Imputed layer(s) to score, in the count scale of the training layer (as :func:`stimpute.tl.impute`
+        writes them): the source layer's scale, except for ``"thinning"``, whose training counts are
+        thinned; those predictions are rescaled to the test depth. Negative values are clipped to 0
+        before scoring (counts cannot be negative).
     holdout_key
         The ``key_added`` of :func:`stimpute.pp.holdout`.
     baselines
@@ -77,7 +80,8 @@ def evaluate(
     ``median_gene_pearson``
         Median over genes of Pearson's r on ``log1p`` counts.
     ``rmse_log2cpm``, ``pearson_log2cpm``
-        On ``log2(1 + counts per million)`` with each spot's total from the source layer (MIST's scale).
+        On ``log2(1 + counts per million)`` with each spot's total counts (training plus test layer,
+        i.e. the source layer's total; MIST's scale). The same factor scales truth and prediction.
     ``n_hidden``
         Number of scored entries.
 
@@ -119,6 +123,16 @@ def evaluate(
     strategy, fraction = str(params["strategy"]), float(params["fraction"])
     train = sparse.csr_matrix(adata.layers[train_key])
     test = sparse.csr_matrix(adata.layers[test_key])
+    if bool(adata.uns[holdout_key].get("integer_counts", False)):
+        # the split was of whole counts: non-integer or negative values mean the layers were changed afterwards
+        for key, M in ((train_key, train), (test_key, test)):
+            if M.nnz and (np.any(np.mod(M.data, 1) != 0) or M.data.min() < 0):
+                msg = (
+                    f"`adata.layers[{key!r}]` no longer holds the whole counts `st.pp.holdout` split (it has "
+                    "non-integer or negative values): it was changed afterwards, e.g. normalised in place. Rerun "
+                    f"`st.pp.holdout(adata, key_added={holdout_key!r})` and the imputation, and normalise copies instead."
+                )
+                raise ValueError(msg)
     rows, cols = _scored_entries(adata, holdout_key, strategy, test)
     truth = _gather(test, rows, cols)
     total = np.asarray((train + test).sum(axis=1)).ravel().astype(np.float64)
