@@ -81,7 +81,9 @@ def evaluate(
         Median over genes of Pearson's r on ``log1p`` counts.
     ``rmse_log2cpm``, ``pearson_log2cpm``
         On ``log2(1 + counts per million)`` with each spot's total counts (training plus test layer,
-        i.e. the source layer's total; MIST's scale). The same factor scales truth and prediction.
+        i.e. the source layer's total; MIST's scale). The same factor scales truth and prediction. With
+        ``"spots"`` the hidden spots' totals are unknown to the methods, so these two scores also reward
+        predicting a spot's depth; compare methods there on the ``log1p`` scores or ``output="normalized"``.
     ``n_hidden``
         Number of scored entries.
 
