@@ -82,8 +82,8 @@ def evaluate(
     ``rmse_log2cpm``, ``pearson_log2cpm``
         On ``log2(1 + counts per million)`` with each spot's total counts (training plus test layer,
         i.e. the source layer's total; MIST's scale). The same factor scales truth and prediction. With
-        ``"spots"`` the hidden spots' totals are unknown to the methods, so these two scores also reward
-        predicting a spot's depth; compare methods there on the ``log1p`` scores or ``output="normalized"``.
+        ``"spots"`` the hidden spots' depths are unknown to the methods and predictions are not rescaled
+        to them, so these two scores, like the raw and ``log1p`` ones, also reward guessing the depth.
     ``n_hidden``
         Number of scored entries.
 
