@@ -279,3 +279,20 @@ def test_random_state_none_is_reproducible_with_kmeans():
     np.testing.assert_array_equal(runs[0], runs[1])
     st.tl.compare_clusters(adata, ["X"], method="kmeans", n_clusters=4, labels_key="domain", random_state=0)
     np.testing.assert_array_equal(adata.obs["clusters_X"].to_numpy(), runs[0])  # None counts as 0
+
+
+def test_leiden_search_finds_a_narrow_window_that_bisection_steps_over(monkeypatch):
+    from stimpute.tl import _clusters
+
+    def fake_leiden(graph, resolution, random_state):
+        # the number of clusters is not monotonic in the resolution: 6, then 8, a narrow window of 7, then 9
+        k = 6 if resolution < 0.2 else 8 if resolution < 0.6 else 7 if resolution < 0.62 else 9
+        return np.arange(60) % k
+
+    monkeypatch.setattr(_clusters, "_leiden_once", fake_leiden)
+    labels, res = _clusters._leiden(None, 7, 1.0, 0, "layer")
+    assert np.unique(labels).size == 7 and 0.6 <= res < 0.62
+    # no window at all: the closest count, with a warning
+    monkeypatch.setattr(_clusters, "_leiden_once", lambda g, r, s: np.arange(60) % (6 if r < 0.5 else 8))
+    labels, res = _clusters._leiden(None, 7, 1.0, 0, "layer")
+    assert np.unique(labels).size in (6, 8)

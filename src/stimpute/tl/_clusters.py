@@ -29,6 +29,7 @@ METHODS = ("leiden", "kmeans")
 SCORE_COLUMNS = ("ari_reference", "nmi_reference", "ari_labels", "nmi_labels", "n_clusters", "resolution")
 AGREEMENT = ("ari_reference", "nmi_reference", "ari_labels", "nmi_labels")
 _MAX_BISECTIONS = 30
+_SCAN_STEPS = 64  # resolutions scanned when bisection steps over the target count
 _MAX_RESOLUTION = 64.0
 
 
@@ -74,8 +75,9 @@ def compare_clusters(
         k-means on the PCA, ``n_init=10``; needs ``n_clusters``).
     n_clusters
         Number of clusters. With ``method="leiden"`` the resolution is searched by bisection so that
-        every layer gets this many clusters (the closest count is used, with a warning, when no
-        resolution gives it exactly). ``None`` uses ``resolution`` as is.
+        every layer gets this many clusters, then, as the count is not monotonic in the resolution, by a
+        scan of 64 resolutions when bisection steps over it (the closest count is used, with a warning,
+        when no resolution tried gives it exactly). ``None`` uses ``resolution`` as is.
     resolution
         Leiden resolution when ``n_clusters`` is ``None``; the first resolution tried otherwise.
     labels_key
@@ -397,6 +399,7 @@ def _leiden(
     while n < n_clusters and hi < _MAX_RESOLUTION:
         lo, hi = hi, hi * 2
         n = count(hi)
+    top = hi
     if n != n_clusters:
         for _ in range(_MAX_BISECTIONS):
             mid = (lo + hi) / 2
@@ -407,6 +410,12 @@ def _leiden(
                 lo = mid
             else:
                 hi = mid
+    if n != n_clusters:
+        # the count is not monotonic in the resolution (6, 8, 7, 8, ... on real sections), so bisection can end
+        # on a jump over the target while a narrow window elsewhere gives it: scan the bracket, lowest first
+        for res in np.linspace(0.0, top, _SCAN_STEPS + 1)[1:]:
+            if count(float(res)) == n_clusters:
+                break
     best = min(tried, key=lambda r: (abs(np.unique(tried[r]).size - n_clusters), r))
     found = int(np.unique(tried[best]).size)
     if found != n_clusters:
