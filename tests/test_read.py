@@ -399,3 +399,36 @@ def test_loader_mob_and_placenta(shared_datadir):
     assert placenta.shape == (2898, 19465)
     read = st.read_visium(shared_datadir / "mouse_placenta_cytassist")
     assert (sparse.csr_matrix(placenta.X, dtype=np.float64) != sparse.csr_matrix(read.X, dtype=np.float64)).nnz == 0
+
+
+def test_readme_quick_start_runs_on_a_space_ranger_folder(tmp_path, dlpfc_folder, dlpfc_read):
+    """The first code block of README.md, run as written on a small Space Ranger folder (no labels)."""
+    import re
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    code = re.search(r"```python\n(.*?)```", readme, flags=re.S).group(1)
+    assert 'st.read_visium("path/to/spaceranger/outs")' in code
+    rng = np.random.default_rng(0)
+    spots = np.sort(rng.choice(dlpfc_read.n_obs, 400, replace=False))
+    sub = dlpfc_read[spots].copy()
+    genes = np.argsort(-np.asarray((sub.X > 0).sum(axis=0)).ravel(), kind="stable")[:80]
+    sub = sub[:, np.sort(genes)].copy()
+    folder = _small_folder(tmp_path, dlpfc_folder, sub, positions="v1")
+    namespace: dict = {}
+    exec(compile(code.replace("path/to/spaceranger/outs", str(folder)), "README.md", "exec"), namespace)
+    adata = namespace["adata"]
+    scores = adata.uns["clusters"]["scores"]
+    assert list(scores.index) == [
+        "X",
+        "holdout_train_smoothed",
+        "imputed_multimodal_normalized",
+        "imputed_multimodal_normalized_smoothed",
+    ]
+    assert (scores["n_clusters"] == 7).all()
+    assert "rmse_log1p" in adata.uns["holdout"]["scores"].columns
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
