@@ -34,94 +34,73 @@ def fit_model(
     The model, the training record (history, best epoch, ...) and the prepared inputs (for prediction).
     The caller's torch random state is the same afterwards.
     """
-    with isolated_rng(device):
-        return _fit_model(
+    with isolated_rng(device):  # seeding below must not change the caller's torch random state
+        gen = seed_everything(random_state)
+        rng = np.random.default_rng(random_state)
+        config = dict(config)
+        config["norm"] = fresh_norm(X, image if "image" in config["modalities"] else None)
+        config["n_genes"] = int(X.shape[1])
+        if "position" in config["modalities"]:
+            config["n_position_features"] = int(
+                position_features(
+                    coords[:2], n_frequencies=config["n_frequencies"], degree=config["poly_degree"]
+                ).shape[1]
+            )
+        if "image" in config["modalities"]:
+            config["n_image_features"] = int(np.asarray(image).shape[1])
+        prep = prepare(
             X,
-            var_names=var_names,
+            config=config,
+            norm=config["norm"],
             coords=coords,
             image=image,
-            config=config,
-            training=training,
+            val_fraction=training["val_fraction"],
+            rng=rng,
+            library_guess=(training.get("spot_mask") or 0.0) > 0,
+        )
+        net = build_net(config)
+        with torch.no_grad():
+            n_genes = config["n_genes"]
+            net.out.bias[:n_genes].copy_(torch.from_numpy(gene_offset(X, config["loss"], config["norm"])))
+            if net.detection:  # start from each gene's detection rate
+                rate = np.bincount(prep.L_obs.indices, minlength=n_genes) / max(1, prep.n_obs)
+                rate = np.clip(rate, 1e-4, 1 - 1e-4)
+                net.out.bias[n_genes:].copy_(torch.from_numpy(np.log(rate / (1 - rate)).astype(np.float32)))
+            if "counts" in net.encoders:
+                enc = net.encoders["counts"]
+                enc.target_total.fill_(float(config["norm"]["library_median"]))
+                if enc.n_pcs > 0:
+                    L_axes = (
+                        depth_normalised_log1p(X, config["norm"]["library_median"]) if enc.normalize else prep.L_obs
+                    )
+                    enc.projection.copy_(torch.from_numpy(principal_axes(L_axes, config["count_pcs"], random_state)))
+        attach_projection(prep, net)
+        spot_mask = _spot_mask(training.get("spot_mask"), prep)
+        record = train(
+            net,
+            prep,
             device=device,
-            random_state=random_state,
+            gen=gen,
+            loss=config["loss"],
+            max_epochs=training["max_epochs"],
+            batch_size=training["batch_size"],
+            learning_rate=training["learning_rate"],
+            weight_decay=training["weight_decay"],
+            patience=training["patience"],
+            mask_fraction=training["mask_fraction"],
+            observed_weight=training["observed_weight"],
+            detection_weight=training["detection_weight"],
+            modality_dropout=training.get("modality_dropout", 0.0),
+            spot_mask=spot_mask,
+            lr_decay=training.get("lr_decay", 1.0),
+            val_fraction=training["val_fraction"],
+            spatial_reg=config.get("spatial_reg", 0.0),
+            seed=random_state,
             progress=progress,
         )
-
-
-def _fit_model(
-    X: sparse.spmatrix | np.ndarray,
-    *,
-    var_names: list[str],
-    coords: np.ndarray | None,
-    image: np.ndarray | None,
-    config: dict,
-    training: dict,
-    device: torch.device,
-    random_state: int,
-    progress: bool,
-) -> tuple[ImputationModel, dict, object]:
-    gen = seed_everything(random_state)
-    rng = np.random.default_rng(random_state)
-    config = dict(config)
-    config["norm"] = fresh_norm(X, image if "image" in config["modalities"] else None)
-    config["n_genes"] = int(X.shape[1])
-    if "position" in config["modalities"]:
-        config["n_position_features"] = int(
-            position_features(coords[:2], n_frequencies=config["n_frequencies"], degree=config["poly_degree"]).shape[1]
-        )
-    if "image" in config["modalities"]:
-        config["n_image_features"] = int(np.asarray(image).shape[1])
-    prep = prepare(
-        X,
-        config=config,
-        norm=config["norm"],
-        coords=coords,
-        image=image,
-        val_fraction=training["val_fraction"],
-        rng=rng,
-        library_guess=(training.get("spot_mask") or 0.0) > 0,
-    )
-    net = build_net(config)
-    with torch.no_grad():
-        n_genes = config["n_genes"]
-        net.out.bias[:n_genes].copy_(torch.from_numpy(gene_offset(X, config["loss"], config["norm"])))
-        if net.detection:  # start from each gene's detection rate
-            rate = np.bincount(prep.L_obs.indices, minlength=n_genes) / max(1, prep.n_obs)
-            rate = np.clip(rate, 1e-4, 1 - 1e-4)
-            net.out.bias[n_genes:].copy_(torch.from_numpy(np.log(rate / (1 - rate)).astype(np.float32)))
-        if "counts" in net.encoders:
-            enc = net.encoders["counts"]
-            enc.target_total.fill_(float(config["norm"]["library_median"]))
-            if enc.n_pcs > 0:
-                L_axes = depth_normalised_log1p(X, config["norm"]["library_median"]) if enc.normalize else prep.L_obs
-                enc.projection.copy_(torch.from_numpy(principal_axes(L_axes, config["count_pcs"], random_state)))
-    attach_projection(prep, net)
-    spot_mask = _spot_mask(training.get("spot_mask"), prep)
-    record = train(
-        net,
-        prep,
-        device=device,
-        gen=gen,
-        loss=config["loss"],
-        max_epochs=training["max_epochs"],
-        batch_size=training["batch_size"],
-        learning_rate=training["learning_rate"],
-        weight_decay=training["weight_decay"],
-        patience=training["patience"],
-        mask_fraction=training["mask_fraction"],
-        observed_weight=training["observed_weight"],
-        detection_weight=training["detection_weight"],
-        modality_dropout=training.get("modality_dropout", 0.0),
-        spot_mask=spot_mask,
-        lr_decay=training.get("lr_decay", 1.0),
-        val_fraction=training["val_fraction"],
-        spatial_reg=config.get("spatial_reg", 0.0),
-        seed=random_state,
-        progress=progress,
-    )
-    record["spot_mask"] = spot_mask
-    model = ImputationModel(net, config, var_names, device)
-    return model, record, prep
+        record["spot_mask"] = spot_mask
+        model = ImputationModel(net, config, var_names, device)
+        return model, record, prep
 
 
 def _spot_mask(value: float | None, prep) -> float:
