@@ -24,6 +24,7 @@ __all__ = [
     "check_random_state",
     "check_real_matrix",
     "get_matrix",
+    "is_whole",
 ]
 
 
@@ -87,6 +88,11 @@ def check_real_matrix(M: Any, where: str, *, purpose: str) -> np.ndarray:
     return vals
 
 
+def is_whole(vals: np.ndarray) -> bool:
+    """Whether every value of ``vals`` (stored values of a count matrix) is a whole number."""
+    return not np.issubdtype(vals.dtype, np.floating) or bool(np.all(vals == np.round(vals)))
+
+
 def check_counts(
     X: np.ndarray | sparse.spmatrix,
     *,
@@ -103,7 +109,7 @@ def check_counts(
             "Pass `layer=` naming a layer of raw counts."
         )
         raise ValueError(msg)
-    if integer and np.issubdtype(vals.dtype, np.floating) and not np.all(vals == np.round(vals)):
+    if integer and not is_whole(vals):
         msg = (
             f"`{name}` contains non-integer values; raw counts are required (was the data normalised or "
             "log-transformed?). Pass `layer=` naming a layer of raw counts."

@@ -19,6 +19,7 @@ from .._validate import (
     check_positive_int,
     check_random_state,
     get_matrix,
+    is_whole,
 )
 
 __all__ = ["holdout"]
@@ -197,7 +198,7 @@ def holdout(
         },
         "n_nonzero": int(nnz),
         # whole counts in, whole counts out: st.tl.evaluate refuses holdout layers normalised in place afterwards
-        "integer_counts": bool(np.all(np.mod(X.data, 1) == 0)),
+        "integer_counts": is_whole(X.data),
         "n_hidden": n_hidden,
         "hidden_fraction": round(n_hidden / total, 6),
         **extra,

@@ -11,7 +11,7 @@ from scipy import sparse, stats
 
 from .. import _logging as logg
 from .._constants import HIDDEN_SPOT_SUFFIX, TEST_SUFFIX, TRAIN_SUFFIX
-from .._validate import check_adata, check_layer, check_positive_int, get_matrix
+from .._validate import check_adata, check_layer, check_positive_int, get_matrix, is_whole
 
 __all__ = ["evaluate"]
 
@@ -128,7 +128,7 @@ def evaluate(
     if bool(adata.uns[holdout_key].get("integer_counts", False)):
         # the split was of whole counts: non-integer or negative values mean the layers were changed afterwards
         for key, M in ((train_key, train), (test_key, test)):
-            if M.nnz and (np.any(np.mod(M.data, 1) != 0) or M.data.min() < 0):
+            if M.nnz and (not is_whole(M.data) or M.data.min() < 0):
                 msg = (
                     f"`adata.layers[{key!r}]` no longer holds the whole counts `st.pp.holdout` split (it has "
                     "non-integer or negative values): it was changed afterwards, e.g. normalised in place. Rerun "
