@@ -258,3 +258,49 @@ def test_load_model_from_a_newer_format(trained, tmp_path):
     config["format_version"] = 1  # the same folder loads again once the version is one this stimpute knows
     (folder / "config.json").write_text(json.dumps(config))
     assert st.tl.load_model(folder, device="cpu").method == "multimodal"
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (lambda c: c.update(format_version=1.5), r"`format_version=1\.5`, expected a whole number"),
+        (lambda c: c.update(format_version="1"), r"`format_version='1'`, expected a whole number"),
+        (lambda c: c.update(format_version=True), r"`format_version=True`, expected a whole number"),
+        (lambda c: c.pop("norm"), r"lacks \['norm'\]: it was not written by `ImputationModel.save`"),
+        (lambda c: c.update(latent_dim="big"), r"does not describe a stimpute network"),
+        (lambda c: c.update(latent_dim=8), r"do not fit the network described by 'config.json'"),
+    ],
+)
+def test_load_model_damaged_config(trained, tmp_path, edit, match):
+    _, model = trained
+    folder = tmp_path / "m"
+    model.save(folder)
+    config = json.loads((folder / "config.json").read_text())
+    edit(config)
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=match) as info:
+        st.tl.load_model(folder, device="cpu")
+    assert "model.save(dirname, overwrite=True)" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("config_text", "weights", "match"),
+    [
+        ("{not json", None, r"config\.json' is not valid JSON"),
+        ("[1, 2]", None, r"holds a JSON list, not a stimpute model configuration"),
+        (None, b"not a checkpoint", r"model\.pt' could not be read with `torch.load\(\.\.\., weights_only=True\)` \(UnpicklingError"),
+        (None, "tensor", r"holds a Tensor, not a state dict"),
+    ],
+)
+def test_load_model_damaged_files(trained, tmp_path, config_text, weights, match):
+    _, model = trained
+    folder = tmp_path / "m"
+    model.save(folder)
+    if config_text is not None:
+        (folder / "config.json").write_text(config_text)
+    if isinstance(weights, bytes):
+        (folder / "model.pt").write_bytes(weights)
+    elif weights == "tensor":
+        torch.save(torch.zeros(3), folder / "model.pt")
+    with pytest.raises(ValueError, match=match):
+        st.tl.load_model(folder, device="cpu")

@@ -269,19 +269,74 @@ def load_model(dirname: str | os.PathLike, device: str | None = None) -> Imputat
     if not (path / MODEL_FILE).exists() or not (path / CONFIG_FILE).exists():
         msg = f"{str(path)!r} holds no saved model (expected {MODEL_FILE!r} and {CONFIG_FILE!r}); save one with `model.save(dir)`."
         raise FileNotFoundError(msg)
-    with open(path / CONFIG_FILE) as fh:
-        config = json.load(fh)
-    if int(config.get("format_version", 0)) > FORMAT_VERSION:
-        msg = f"{str(path)!r} was saved by a newer stimpute ({config.get('stimpute_version')}); upgrade stimpute to load it."
-        raise ValueError(msg)
+    config = _read_config(path / CONFIG_FILE)
     dev = resolve_device(device)
-    net = build_net(config)
-    state = torch.load(path / MODEL_FILE, map_location=dev, weights_only=True)
-    net.load_state_dict(state)
+    try:
+        net = build_net(config)
+    except (KeyError, TypeError, ValueError) as err:
+        msg = f"{str(path / CONFIG_FILE)!r} does not describe a stimpute network ({type(err).__name__}: {err}); {_RESAVE}"
+        raise ValueError(msg) from err
+    state = _read_state(path / MODEL_FILE, dev)
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as err:
+        msg = (
+            f"The weights in {str(path / MODEL_FILE)!r} do not fit the network described by {CONFIG_FILE!r} "
+            f"({str(err).splitlines()[0]} ...); the two files come from different models. {_RESAVE}"
+        )
+        raise ValueError(msg) from err
     net.to(dev)
     net.eval()
     var_names = config.pop("var_names")
     return ImputationModel(net, config, var_names, dev)
+
+
+_RESAVE = "save the model again with `model.save(dirname, overwrite=True)`, or retrain it."
+_NEEDED = ("n_genes", "modalities", "var_names", "norm", "method", "loss")
+
+
+def _read_config(file: Path) -> dict:
+    """The saved ``config.json``, checked enough that a damaged or foreign file fails with a clear message."""
+    try:
+        with open(file) as fh:
+            config = json.load(fh)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        msg = f"{str(file)!r} is not valid JSON ({err}); {_RESAVE}"
+        raise ValueError(msg) from err
+    if not isinstance(config, dict):
+        msg = f"{str(file)!r} holds a JSON {type(config).__name__}, not a stimpute model configuration; {_RESAVE}"
+        raise ValueError(msg)
+    version = config.get("format_version", 0)
+    if isinstance(version, bool) or not isinstance(version, int):
+        msg = f"{str(file)!r} has `format_version={version!r}`, expected a whole number; {_RESAVE}"
+        raise ValueError(msg)
+    if version > FORMAT_VERSION:
+        msg = f"{str(file.parent)!r} was saved by a newer stimpute ({config.get('stimpute_version')}); upgrade stimpute to load it."
+        raise ValueError(msg)
+    missing = [k for k in _NEEDED if k not in config]
+    if missing:
+        msg = f"{str(file)!r} lacks {missing}: it was not written by `ImputationModel.save`; {_RESAVE}"
+        raise ValueError(msg)
+    return config
+
+
+def _read_state(file: Path, device) -> dict:
+    """The saved state dict, read with ``weights_only=True``."""
+    import pickle
+
+    try:
+        state = torch.load(file, map_location=device, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError) as err:
+        msg = (
+            f"{str(file)!r} could not be read with `torch.load(..., weights_only=True)` ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}): it is damaged, or holds Python objects that stimpute "
+            f"does not unpickle for safety; {_RESAVE}"
+        )
+        raise ValueError(msg) from err
+    if not isinstance(state, dict):
+        msg = f"{str(file)!r} holds a {type(state).__name__}, not a state dict; {_RESAVE}"
+        raise ValueError(msg)
+    return state
 
 
 def _jsonable(obj):

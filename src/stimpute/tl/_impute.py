@@ -462,6 +462,15 @@ def load_model(dirname, device: str | None = None) -> ImputationModel:
     The :class:`~stimpute.tl.ImputationModel`; impute a section with the same genes with
     ``model.predict(adata, layer=...)``.
 
+    Raises
+    ------
+    FileNotFoundError
+        ``dirname`` lacks ``model.pt`` or ``config.json``.
+    ValueError
+        The folder was saved by a newer stimpute, or its files are damaged or do not belong together (not
+        valid JSON, keys missing, weights of another architecture, a file ``torch.load(..., weights_only=True)``
+        cannot read); the message names the file.
+
     Examples
     --------
     >>> import tempfile
