@@ -288,7 +288,11 @@ def test_load_model_damaged_config(trained, tmp_path, edit, match):
     [
         ("{not json", None, r"config\.json' is not valid JSON"),
         ("[1, 2]", None, r"holds a JSON list, not a stimpute model configuration"),
-        (None, b"not a checkpoint", r"model\.pt' could not be read with `torch.load\(\.\.\., weights_only=True\)` \(UnpicklingError"),
+        (
+            None,
+            b"not a checkpoint",
+            r"model\.pt' could not be read with `torch.load\(\.\.\., weights_only=True\)` \(UnpicklingError",
+        ),
         (None, "tensor", r"holds a Tensor, not a state dict"),
     ],
 )

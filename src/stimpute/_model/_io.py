@@ -274,7 +274,9 @@ def load_model(dirname: str | os.PathLike, device: str | None = None) -> Imputat
     try:
         net = build_net(config)
     except (KeyError, TypeError, ValueError) as err:
-        msg = f"{str(path / CONFIG_FILE)!r} does not describe a stimpute network ({type(err).__name__}: {err}); {_RESAVE}"
+        msg = (
+            f"{str(path / CONFIG_FILE)!r} does not describe a stimpute network ({type(err).__name__}: {err}); {_RESAVE}"
+        )
         raise ValueError(msg) from err
     state = _read_state(path / MODEL_FILE, dev)
     try:
