@@ -78,7 +78,9 @@ def evaluate(
         Spearman's rank correlation (on a fixed random subset of 2,000,000 entries when there are more,
         as with ``"thinning"`` on a whole section).
     ``median_gene_pearson``
-        Median over genes of Pearson's r on ``log1p`` counts.
+        Median over genes of Pearson's r on ``log1p`` counts, over the genes with at least
+        ``min_gene_entries`` hidden entries whose true and predicted values both vary (a gene predicted
+        by one value, as by the gene-mean baseline, has no correlation; NaN when no gene is left).
     ``rmse_log2cpm``, ``pearson_log2cpm``
         On ``log2(1 + counts per million)`` with each spot's total counts (training plus test layer,
         i.e. the source layer's total; MIST's scale). The same factor scales truth and prediction. With
@@ -140,7 +142,7 @@ def evaluate(
     total = np.asarray((train + test).sum(axis=1)).ravel().astype(np.float64)
     scale = fraction / (1 - fraction) if strategy == "thinning" else 1.0
 
-    hidden = _Truth(truth, cols, total[rows], min_gene_entries)
+    hidden = _Truth(truth, rows, cols, total, min_gene_entries)
     del truth
     # each prediction is gathered, scored and dropped in turn (one entries-sized array at a time); nothing
     # is written to `adata` before every layer has been checked
@@ -177,7 +179,7 @@ def evaluate(
     merged["n_hidden"] = merged["n_hidden"].astype(np.int64)
     adata.uns[holdout_key]["scores"] = merged.copy()
     logg.info(
-        f"scored {len(layers)} layer(s) on {hidden.values.size:,} hidden entries: added `adata.uns[{holdout_key!r}]['scores']`"
+        f"scored {len(layers)} layer(s) on {hidden.size:,} hidden entries: added `adata.uns[{holdout_key!r}]['scores']`"
     )
     return table
 
@@ -227,18 +229,70 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
-class _Truth:
-    """Everything about the hidden values that does not depend on the prediction, computed once."""
+_STEP = 1 << 21  # hidden entries per block when scoring (a few 16 MB arrays at a time)
 
-    def __init__(self, truth: np.ndarray, cols: np.ndarray, total: np.ndarray, min_gene_entries: int) -> None:
-        self.values, self.cols = truth, cols
-        self.log = np.log1p(truth)
-        self.cpm = 1e6 / np.maximum(total, 1)
-        self.log_cpm = np.log2(1 + truth * self.cpm)
-        self.n = np.bincount(cols)
+
+def _blocks(n: int):
+    for start in range(0, n, _STEP):
+        yield slice(start, min(start + _STEP, n))
+
+
+def _correlation(sxy: float, sxx: float, syy: float, constant: bool, n: int) -> float:
+    """Pearson's r from centred sums; NaN when either side is constant or there are fewer than 2 entries."""
+    if n < 2 or constant or sxx <= 0 or syy <= 0:
+        return float("nan")
+    return float(sxy / np.sqrt(sxx * syy))
+
+
+class _Truth:
+    """Everything about the hidden values that does not depend on the prediction, computed once.
+
+    Per hidden entry only the true count, its gene and its spot's counts-per-million factor are kept
+    (``log1p`` and log2-CPM values are recomputed block by block), so scoring holds a few
+    entries-sized arrays, not a dozen.
+    """
+
+    def __init__(self, truth: np.ndarray, rows: np.ndarray, cols: np.ndarray, total: np.ndarray, min_gene_entries: int):
+        self.values, self.rows, self.cols = truth, rows, cols
+        self.cpm_of_spot = 1e6 / np.maximum(total, 1)  # per spot
+        self.size = int(truth.size)
+        n_genes = int(cols.max()) + 1 if cols.size else 0
+        self.n = np.bincount(cols, minlength=n_genes)
         self.keep = self.n >= min_gene_entries
-        self.centred = self.log - (np.bincount(cols, self.log, self.n.size) / np.maximum(self.n, 1))[cols]
-        self.ss = np.bincount(cols, self.centred**2, self.n.size)
+        # first pass: sums for the means (overall and per gene) and the extrema (constant truth: r is NaN)
+        sum_log = sum_cpm = 0.0
+        gene_sum = np.zeros(n_genes)
+        lo, hi = np.inf, -np.inf
+        for b in _blocks(self.size):
+            lt, ct = self.log_cpm_block(b)
+            sum_log += float(lt.sum())
+            sum_cpm += float(ct.sum())
+            gene_sum += np.bincount(cols[b], lt, n_genes)
+            if lt.size:
+                lo, hi = min(lo, float(lt.min())), max(hi, float(lt.max()))
+        self.mean_log = sum_log / max(self.size, 1)
+        self.mean_cpm = sum_cpm / max(self.size, 1)
+        self.gene_mean = gene_sum / np.maximum(self.n, 1)
+        self.constant_log = not lo < hi
+        lo_g, hi_g = np.full(n_genes, np.inf), np.full(n_genes, -np.inf)
+        for b in _blocks(self.size):
+            lt = np.log1p(self.values[b])
+            np.minimum.at(lo_g, cols[b], lt)
+            np.maximum.at(hi_g, cols[b], lt)
+        self.gene_varies = lo_g < hi_g
+        # second pass: centred sums of squares
+        self.ss_log = self.ss_cpm = 0.0
+        self.gene_ss = np.zeros(n_genes)
+        lo, hi = np.inf, -np.inf
+        for b in _blocks(self.size):
+            lt, ct = self.log_cpm_block(b)
+            d = lt - self.gene_mean[cols[b]]
+            self.gene_ss += np.bincount(cols[b], d * d, n_genes)
+            self.ss_log += float(np.sum((lt - self.mean_log) ** 2))
+            self.ss_cpm += float(np.sum((ct - self.mean_cpm) ** 2))
+            if ct.size:
+                lo, hi = min(lo, float(ct.min())), max(hi, float(ct.max()))
+        self.constant_cpm = not lo < hi
         # Spearman on at most _SPEARMAN_MAX entries (a fixed random subset), ranking is the costly part
         if truth.size > _SPEARMAN_MAX:
             self.sample = np.sort(np.random.default_rng(0).choice(truth.size, _SPEARMAN_MAX, replace=False))
@@ -246,29 +300,77 @@ class _Truth:
             self.sample = slice(None)
         self.rank = stats.rankdata(truth[self.sample])
 
+    def log_cpm_block(self, b: slice) -> tuple[np.ndarray, np.ndarray]:
+        """``log1p`` and log2-CPM of the true values of the entries ``b``."""
+        t = self.values[b]
+        return np.log1p(t), np.log2(1 + t * self.cpm_of_spot[self.rows[b]])
+
 
 def _scores(t: _Truth, pred: np.ndarray) -> dict[str, float]:
-    pred = np.clip(pred, 0, None)
-    lp = np.log1p(pred)
-    cp = np.log2(1 + pred * t.cpm)
-    # per-gene Pearson on log1p, vectorised over genes
-    gene_r = np.full(t.n.size, np.nan)
-    if t.keep.any():
-        dp = lp - (np.bincount(t.cols, lp, t.n.size) / np.maximum(t.n, 1))[t.cols]
-        cov = np.bincount(t.cols, t.centred * dp, t.n.size)
-        var = t.ss * np.bincount(t.cols, dp * dp, t.n.size)
-        ok = t.keep & (var > 0)
-        gene_r[ok] = cov[ok] / np.sqrt(var[ok])
+    """All metrics of one prediction (clipped at 0 in place), in two passes over blocks of entries."""
+    np.clip(pred, 0, None, out=pred)
+    n_genes = t.n.size
+    # first pass: errors, and the sums for the prediction's means
+    se = ae = se_log = ae_log = se_cpm = sum_log = sum_cpm = 0.0
+    gene_sum = np.zeros(n_genes)
+    gene_lo, gene_hi = np.full(n_genes, np.inf), np.full(n_genes, -np.inf)
+    lo_log = lo_cpm = np.inf
+    hi_log = hi_cpm = -np.inf
+    for b in _blocks(t.size):
+        p, v = pred[b], t.values[b]
+        lt, ct = t.log_cpm_block(b)
+        lp, cp = np.log1p(p), np.log2(1 + p * t.cpm_of_spot[t.rows[b]])
+        d = p - v
+        se += float(np.dot(d, d))
+        ae += float(np.abs(d).sum())
+        d = lp - lt
+        se_log += float(np.dot(d, d))
+        ae_log += float(np.abs(d).sum())
+        d = cp - ct
+        se_cpm += float(np.dot(d, d))
+        sum_log += float(lp.sum())
+        sum_cpm += float(cp.sum())
+        gene_sum += np.bincount(t.cols[b], lp, n_genes)
+        np.minimum.at(gene_lo, t.cols[b], lp)
+        np.maximum.at(gene_hi, t.cols[b], lp)
+        if p.size:
+            lo_log, hi_log = min(lo_log, float(lp.min())), max(hi_log, float(lp.max()))
+            lo_cpm, hi_cpm = min(lo_cpm, float(cp.min())), max(hi_cpm, float(cp.max()))
+    n = max(t.size, 1)
+    mean_log, mean_cpm = sum_log / n, sum_cpm / n
+    gene_mean = gene_sum / np.maximum(t.n, 1)
+    # second pass: centred cross products and the prediction's sums of squares
+    sxy_log = syy_log = sxy_cpm = syy_cpm = 0.0
+    gene_cov, gene_var = np.zeros(n_genes), np.zeros(n_genes)
+    for b in _blocks(t.size):
+        p = pred[b]
+        lt, ct = t.log_cpm_block(b)
+        lp, cp = np.log1p(p), np.log2(1 + p * t.cpm_of_spot[t.rows[b]])
+        c = t.cols[b]
+        dp = lp - gene_mean[c]
+        gene_cov += np.bincount(c, (lt - t.gene_mean[c]) * dp, n_genes)
+        gene_var += np.bincount(c, dp * dp, n_genes)
+        dp = lp - mean_log
+        sxy_log += float(np.dot(lt - t.mean_log, dp))
+        syy_log += float(np.dot(dp, dp))
+        dp = cp - mean_cpm
+        sxy_cpm += float(np.dot(ct - t.mean_cpm, dp))
+        syy_cpm += float(np.dot(dp, dp))
+    gene_r = np.full(n_genes, np.nan)
+    var = t.gene_ss * gene_var
+    # a gene whose prediction (or truth) is the same at all its hidden entries has no correlation: NaN, left out
+    ok = t.keep & (var > 0) & (gene_lo < gene_hi) & t.gene_varies
+    gene_r[ok] = gene_cov[ok] / np.sqrt(var[ok])
     median_gene = float(np.nanmedian(gene_r)) if np.isfinite(gene_r).any() else float("nan")
     return {
-        "rmse_raw": float(np.sqrt(np.mean((pred - t.values) ** 2))),
-        "mae_raw": float(np.mean(np.abs(pred - t.values))),
-        "rmse_log1p": float(np.sqrt(np.mean((lp - t.log) ** 2))),
-        "mae_log1p": float(np.mean(np.abs(lp - t.log))),
-        "pearson_log1p": _pearson(t.log, lp),
+        "rmse_raw": float(np.sqrt(se / n)),
+        "mae_raw": float(ae / n),
+        "rmse_log1p": float(np.sqrt(se_log / n)),
+        "mae_log1p": float(ae_log / n),
+        "pearson_log1p": _correlation(sxy_log, t.ss_log, syy_log, t.constant_log or not lo_log < hi_log, t.size),
         "spearman": _pearson(t.rank, stats.rankdata(pred[t.sample])),
         "median_gene_pearson": median_gene,
-        "rmse_log2cpm": float(np.sqrt(np.mean((cp - t.log_cpm) ** 2))),
-        "pearson_log2cpm": _pearson(t.log_cpm, cp),
-        "n_hidden": float(t.values.size),
+        "rmse_log2cpm": float(np.sqrt(se_cpm / n)),
+        "pearson_log2cpm": _correlation(sxy_cpm, t.ss_cpm, syy_cpm, t.constant_cpm or not lo_cpm < hi_cpm, t.size),
+        "n_hidden": float(t.size),
     }
