@@ -224,7 +224,8 @@ def _gather(M: np.ndarray | sparse.spmatrix, rows: np.ndarray, cols: np.ndarray)
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:
-    if a.size < 2 or np.std(a) == 0 or np.std(b) == 0:
+    """Pearson's r; NaN when either side is constant (all values equal: np.std can leave a rounding residue)."""
+    if a.size < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
         return float("nan")
     return float(np.corrcoef(a, b)[0, 1])
 
@@ -263,23 +264,21 @@ class _Truth:
         sum_log = sum_cpm = 0.0
         gene_sum = np.zeros(n_genes)
         lo, hi = np.inf, -np.inf
+        lo_g, hi_g = np.full(n_genes, np.inf), np.full(n_genes, -np.inf)
         for b in _blocks(self.size):
             lt, ct = self.log_cpm_block(b)
             sum_log += float(lt.sum())
             sum_cpm += float(ct.sum())
             gene_sum += np.bincount(cols[b], lt, n_genes)
+            np.minimum.at(lo_g, cols[b], lt)
+            np.maximum.at(hi_g, cols[b], lt)
             if lt.size:
                 lo, hi = min(lo, float(lt.min())), max(hi, float(lt.max()))
         self.mean_log = sum_log / max(self.size, 1)
         self.mean_cpm = sum_cpm / max(self.size, 1)
         self.gene_mean = gene_sum / np.maximum(self.n, 1)
         self.constant_log = not lo < hi
-        lo_g, hi_g = np.full(n_genes, np.inf), np.full(n_genes, -np.inf)
-        for b in _blocks(self.size):
-            lt = np.log1p(self.values[b])
-            np.minimum.at(lo_g, cols[b], lt)
-            np.maximum.at(hi_g, cols[b], lt)
-        self.gene_varies = lo_g < hi_g
+        self.gene_varies = lo_g < hi_g  # a gene whose hidden values are all equal has no correlation
         # second pass: centred sums of squares
         self.ss_log = self.ss_cpm = 0.0
         self.gene_ss = np.zeros(n_genes)
