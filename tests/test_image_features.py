@@ -458,3 +458,34 @@ def test_her2st_loader_records_the_jpg(monkeypatch):
 def test_dlpfc_lowres_tiles_are_tiny(dlpfc, caplog):
     st.pp.image_features(dlpfc[:300].copy(), n_comps=10)
     assert "Tiles are only 5 px wide in image 'lowres'" in caplog.text
+
+
+@pytest.mark.parametrize("size", [(1001, 803), (1024, 768)])
+def test_reduced_jpeg_maps_spots_onto_the_right_pixels(tmp_path, size):
+    """A JPEG decoded at 1/4 size: exact factor 1/4 (odd sizes too) and block-centre geometry."""
+    from PIL import Image
+
+    from stimpute._image._io import open_file
+
+    w, h = size
+    img = np.full((h, w, 3), 255, dtype=np.uint8)
+    squares = [(400, 300), (900, 700), (37, 41)]  # top-left corners of dark 40 x 40 squares (native px)
+    for x0, y0 in squares:
+        img[y0 : y0 + 40, x0 : x0 + 40] = 0
+    path = tmp_path / "slide.jpg"
+    Image.fromarray(img).save(path, quality=98)
+    centres = np.array([[x0 + 19.5, y0 + 19.5] for x0, y0 in squares])  # native pixel i is centred at i
+    source = open_file(path)
+    source.reduce_to(0.25)
+    crops = source.crops(source.to_pixels(centres), 8)
+    source.close()
+    assert source.reduction == 4 and source.shape == (-(-h // 4), -(-w // 4))
+    assert source.scale == 0.25
+    np.testing.assert_allclose(source.to_pixels(centres[:1]), [[(419.5 - 1.5) / 4, (319.5 - 1.5) / 4]])
+    yy, xx = np.mgrid[-8:9, -8:9]
+    for crop, centre in zip(crops, source.to_pixels(centres), strict=True):
+        dark = 255.0 - crop[..., 0].astype(float)
+        cy, cx = (dark * yy).sum() / dark.sum(), (dark * xx).sum() / dark.sum()
+        # the dark square is centred on the mapped spot centre (up to the rounding of the crop to whole pixels)
+        frac = centre - np.rint(centre)
+        assert abs(cx - frac[0]) < 0.2 and abs(cy - frac[1]) < 0.2

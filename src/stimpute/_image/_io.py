@@ -86,9 +86,24 @@ class ImageSource:
         return self.native_shape
 
     @property
+    def reduction(self) -> int:
+        """Native pixels per pixel as read along each axis (1, or 2, 4, 8 for a JPEG decoded at reduced size)."""
+        return 1
+
+    @property
     def scale(self) -> float:
         """Pixels of the image as read per full-resolution pixel."""
-        return self.native_scale * self.shape[1] / self.native_shape[1]
+        return self.native_scale / self.reduction
+
+    def to_pixels(self, coords: np.ndarray) -> np.ndarray:
+        """Full-resolution ``(x, y)`` to pixel coordinates of the image as read (pixel ``i`` centred at ``i``).
+
+        A reduced JPEG pixel ``j`` is the mean of the native block ``j * r .. j * r + r - 1``, centred at
+        native coordinate ``j * r + (r - 1) / 2``; hence the shift, and the exact factor ``1 / r`` rather
+        than the ratio of the widths (which the rounded-up reduced width biases towards the far edge).
+        """
+        r = self.reduction
+        return (np.asarray(coords, dtype=np.float64) * self.native_scale - (r - 1) / 2) / r
 
     def reduce_to(self, fraction: float) -> None:
         """Allow reading at a reduced resolution of at least ``fraction`` of the native one (JPEG only)."""
@@ -221,12 +236,22 @@ class _PILSource(_BoxSource):
         w, h = self._im.size
         return (int(h), int(w))
 
+    @property
+    def reduction(self) -> int:
+        w = self._im.size[0]
+        return 1 if w >= self.native_shape[1] else int(2 ** round(np.log2(self.native_shape[1] / w)))
+
     def reduce_to(self, fraction: float) -> None:
         if self._loaded or self._im.format != "JPEG" or self._im.mode not in ("RGB", "L") or fraction >= 1:
             return
         h, w = self.native_shape
-        fraction = max(float(fraction), 1 / 8)
-        self._im.draft(self._im.mode, (int(np.ceil(w * fraction)), int(np.ceil(h * fraction))))
+        # the largest DCT reduction r (2, 4 or 8) that keeps at least `fraction` of the native resolution
+        r = 2 ** int(np.floor(np.log2(min(8.0, 1.0 / float(fraction)) + 1e-9)))
+        if r < 2:
+            return
+        # Pillow uses the largest power of two <= native // requested and decodes ceil(native / r) px: asking for
+        # native // r gives exactly r, odd-sized images included (asking for ceil(native / r) gave r / 2 there)
+        self._im.draft(self._im.mode, (max(1, w // r), max(1, h // r)))
 
     def _load(self) -> None:
         if self._loaded:

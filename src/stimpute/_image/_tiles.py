@@ -4,7 +4,8 @@ Geometry: a tile covers ``tile_scale`` spot diameters. In pixels of the image it
 ``2 * radius + 1`` with ``radius = max(1, round(spot_diameter_fullres * scale * tile_scale / 2))``, where
 ``scale`` is the image's pixels per full-resolution pixel (1 for a full-resolution file, the
 ``tissue_{img_key}_scalef`` factor for a stored image, less for a JPEG decoded at a reduced scale). The tile
-is centred on ``obsm['spatial'] * scale``, padded with white where it leaves the image, converted to RGB
+is centred on ``obsm['spatial'] * scale`` (for a JPEG decoded at 1/r of its size, on the centre of the r x r block
+holding that point), padded with white where it leaves the image, converted to RGB
 ``uint8`` (see :func:`._io.to_rgb_uint8`) and resized (Pillow, bilinear with antialiasing) to the encoder's
 input side.
 """
@@ -71,7 +72,7 @@ class TileSpec:
     @property
     def centres(self) -> np.ndarray:
         """Spot centres in pixels of the image as read (x, y)."""
-        return self.coords * self.source.scale
+        return self.source.to_pixels(self.coords)
 
     def reduce_for(self, out_side: int) -> None:
         """Let a JPEG be decoded at a reduced scale while tiles stay at least ``out_side`` pixels wide."""
