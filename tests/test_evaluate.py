@@ -286,3 +286,13 @@ def test_gene_pearson_leaves_out_genes_constant_at_their_hidden_entries():
     assert table.loc["pred", "median_gene_pearson"] == pytest.approx(expected, rel=1e-9)
     # the gene-mean baseline predicts one value per gene: no gene has a correlation
     assert np.isnan(table.loc[BASELINE_GENE_MEAN, "median_gene_pearson"])
+
+
+def test_no_hidden_entries_scores_nan_not_perfect(synthetic):
+    """A test layer emptied after the split leaves nothing to score: NaN, never a perfect 0 error."""
+    st.pp.holdout(synthetic, fraction=0.5)
+    synthetic.layers["p"] = synthetic.layers["holdout_train"].toarray()
+    synthetic.layers["holdout_test"] = sparse.csr_matrix(synthetic.shape, dtype=np.float32)
+    row = st.tl.evaluate(synthetic, "p", baselines=False).loc["p"]
+    assert row["n_hidden"] == 0
+    assert all(np.isnan(row[m]) for m in METRICS if m != "n_hidden")

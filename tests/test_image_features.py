@@ -489,3 +489,18 @@ def test_reduced_jpeg_maps_spots_onto_the_right_pixels(tmp_path, size):
         # the dark square is centred on the mapped spot centre (up to the rounding of the crop to whole pixels)
         frac = centre - np.rint(centre)
         assert abs(cx - frac[0]) < 0.2 and abs(cy - frac[1]) < 0.2
+
+
+@pytest.mark.parametrize(("side", "fraction", "expected"), [(9, 0.125, 8), (5, 0.25, 4), (11, 0.125, 8), (300, 0.3, 2)])
+def test_reduction_comes_from_the_decoder_even_on_tiny_images(tmp_path, side, fraction, expected):
+    from PIL import Image
+
+    from stimpute._image._io import open_file
+
+    Image.fromarray(np.zeros((side, side), np.uint8)).save(tmp_path / "t.jpg")
+    source = open_file(tmp_path / "t.jpg")
+    source.reduce_to(fraction)
+    assert source.reduction == expected
+    assert source.shape == (-(-side // expected), -(-side // expected))
+    assert source.scale == 1 / expected
+    source.close()

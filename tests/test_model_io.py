@@ -269,6 +269,15 @@ def test_load_model_from_a_newer_format(trained, tmp_path):
         (lambda c: c.pop("norm"), r"lacks \['norm'\]: it was not written by `ImputationModel.save`"),
         (lambda c: c.update(latent_dim="big"), r"does not describe a stimpute network"),
         (lambda c: c.update(latent_dim=8), r"do not fit the network described by 'config.json'"),
+        (lambda c: c.update(latent_dim=-1), r"does not describe a stimpute network \(RuntimeError"),
+        (lambda c: c.update(format_version=-1), r"`format_version=-1`, expected a whole number >= 0"),
+        (lambda c: c.update(norm=[1, 2]), r"`norm` is not a mapping with \['library_mean'"),
+        (lambda c: c.update(var_names=c["var_names"][:10]), r"`var_names` is not a list of \d+ gene names"),
+        (lambda c: c.update(var_names=None), r"`var_names` is not a list of \d+ gene names"),
+        (lambda c: c.update(var_names="abc"), r"`var_names` is not a list of \d+ gene names"),
+        (lambda c: c.update(n_genes=-5), r"`n_genes=-5` is not a positive whole number"),
+        (lambda c: c.update(method="foo"), r"`method='foo'` is not one of \['autoencoder'"),
+        (lambda c: c.update(loss="foo"), r"`loss='foo'` is not one of \['mse'"),
     ],
 )
 def test_load_model_damaged_config(trained, tmp_path, edit, match):
@@ -294,17 +303,24 @@ def test_load_model_damaged_config(trained, tmp_path, edit, match):
             r"model\.pt' could not be read with `torch.load\(\.\.\., weights_only=True\)` \(UnpicklingError",
         ),
         (None, "tensor", r"holds a Tensor, not a state dict"),
+        (None, "int keys", r"holds a dict with non-string keys or non-tensors, not a state dict"),
+        ("directory", None, r"config\.json' cannot be read \((IsADirectoryError|PermissionError)"),
     ],
 )
 def test_load_model_damaged_files(trained, tmp_path, config_text, weights, match):
     _, model = trained
     folder = tmp_path / "m"
     model.save(folder)
-    if config_text is not None:
+    if config_text == "directory":
+        (folder / "config.json").unlink()
+        (folder / "config.json").mkdir()
+    elif config_text is not None:
         (folder / "config.json").write_text(config_text)
     if isinstance(weights, bytes):
         (folder / "model.pt").write_bytes(weights)
     elif weights == "tensor":
         torch.save(torch.zeros(3), folder / "model.pt")
+    elif weights == "int keys":
+        torch.save({1: torch.zeros(2)}, folder / "model.pt")
     with pytest.raises(ValueError, match=match):
         st.tl.load_model(folder, device="cpu")

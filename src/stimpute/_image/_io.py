@@ -238,8 +238,9 @@ class _PILSource(_BoxSource):
 
     @property
     def reduction(self) -> int:
-        w = self._im.size[0]
-        return 1 if w >= self.native_shape[1] else int(2 ** round(np.log2(self.native_shape[1] / w)))
+        # the DCT scale Pillow's JPEG decoder was set to by `draft` (1 when not reduced)
+        config = getattr(self._im, "decoderconfig", ())
+        return int(config[0]) if self._im.format == "JPEG" and config and int(config[0]) > 1 else 1
 
     def reduce_to(self, fraction: float) -> None:
         if self._loaded or self._im.format != "JPEG" or self._im.mode not in ("RGB", "L") or fraction >= 1:

@@ -21,7 +21,7 @@ from .._validate import check_key_string
 from ._data import attach_projection, prepare
 from ._device import resolve_device
 from ._module import ImputeNet
-from ._train import predict
+from ._train import LOSSES, predict
 
 MODEL_FILE = "model.pt"
 CONFIG_FILE = "config.json"
@@ -273,7 +273,7 @@ def load_model(dirname: str | os.PathLike, device: str | None = None) -> Imputat
     dev = resolve_device(device)
     try:
         net = build_net(config)
-    except (KeyError, TypeError, ValueError) as err:
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
         msg = (
             f"{str(path / CONFIG_FILE)!r} does not describe a stimpute network ({type(err).__name__}: {err}); {_RESAVE}"
         )
@@ -295,6 +295,8 @@ def load_model(dirname: str | os.PathLike, device: str | None = None) -> Imputat
 
 _RESAVE = "save the model again with `model.save(dirname, overwrite=True)`, or retrain it."
 _NEEDED = ("n_genes", "modalities", "var_names", "norm", "method", "loss")
+_NORM_KEYS = ("library_mean", "library_std", "library_median", "gene_max", "gene_mean")
+_METHODS = ("autoencoder", "positional", "image", "multimodal")
 
 
 def _read_config(file: Path) -> dict:
@@ -305,6 +307,9 @@ def _read_config(file: Path) -> dict:
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         msg = f"{str(file)!r} is not valid JSON ({err}); {_RESAVE}"
         raise ValueError(msg) from err
+    except OSError as err:
+        msg = f"{str(file)!r} cannot be read ({type(err).__name__}: {err}); {_RESAVE}"
+        raise ValueError(msg) from err
     if not isinstance(config, dict):
         msg = f"{str(file)!r} holds a JSON {type(config).__name__}, not a stimpute model configuration; {_RESAVE}"
         raise ValueError(msg)
@@ -312,12 +317,30 @@ def _read_config(file: Path) -> dict:
     if isinstance(version, bool) or not isinstance(version, int):
         msg = f"{str(file)!r} has `format_version={version!r}`, expected a whole number; {_RESAVE}"
         raise ValueError(msg)
+    if version < 0:
+        msg = f"{str(file)!r} has `format_version={version!r}`, expected a whole number >= 0; {_RESAVE}"
+        raise ValueError(msg)
     if version > FORMAT_VERSION:
         msg = f"{str(file.parent)!r} was saved by a newer stimpute ({config.get('stimpute_version')}); upgrade stimpute to load it."
         raise ValueError(msg)
     missing = [k for k in _NEEDED if k not in config]
     if missing:
         msg = f"{str(file)!r} lacks {missing}: it was not written by `ImputationModel.save`; {_RESAVE}"
+        raise ValueError(msg)
+    problems = []
+    n_genes, names, norm = config["n_genes"], config["var_names"], config["norm"]
+    if isinstance(n_genes, bool) or not isinstance(n_genes, int) or n_genes < 1:
+        problems.append(f"`n_genes={n_genes!r}` is not a positive whole number")
+    elif not isinstance(names, list) or len(names) != n_genes or not all(isinstance(v, str) for v in names):
+        problems.append(f"`var_names` is not a list of {n_genes} gene names")
+    if not isinstance(norm, dict) or not all(k in norm for k in _NORM_KEYS):
+        problems.append(f"`norm` is not a mapping with {list(_NORM_KEYS)}")
+    if config["method"] not in _METHODS:
+        problems.append(f"`method={config['method']!r}` is not one of {list(_METHODS)}")
+    if config["loss"] not in LOSSES:
+        problems.append(f"`loss={config['loss']!r}` is not one of {list(LOSSES)}")
+    if problems:
+        msg = f"{str(file)!r} is not a valid stimpute model configuration: {'; '.join(problems)}; {_RESAVE}"
         raise ValueError(msg)
     return config
 
@@ -335,8 +358,11 @@ def _read_state(file: Path, device) -> dict:
             f"does not unpickle for safety; {_RESAVE}"
         )
         raise ValueError(msg) from err
-    if not isinstance(state, dict):
-        msg = f"{str(file)!r} holds a {type(state).__name__}, not a state dict; {_RESAVE}"
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        what = type(state).__name__ if not isinstance(state, dict) else "dict with non-string keys or non-tensors"
+        msg = f"{str(file)!r} holds a {what}, not a state dict; {_RESAVE}"
         raise ValueError(msg)
     return state
 
