@@ -159,3 +159,36 @@ def test_scale_quick(tmp_path):
     assert "st.pp.spatial_smooth" in set(table["step"])
     assert (table["wall_s"] >= 0).all() and np.isfinite(table["peak_mb"]).all()
     assert "| 2,000 |" in (tmp_path / "scale.md").read_text()
+
+
+def test_cluster_seeds_report_merges_sections(tmp_path):
+    """benchmarks/cluster_seeds.py --report: per-section tables -> one markdown table per section and a reading."""
+    spec = importlib.util.spec_from_file_location("cluster_seeds", REPO / "benchmarks" / "cluster_seeds.py")
+    cs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cs)
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    rng = np.random.default_rng(0)
+    names = [
+        *cs.ROWS.values(),
+        "multimodal readout (training seed 0)",
+        "multimodal readout smoothed alike (training seed 0)",
+    ]
+    for section in ("151673", "151674"):
+        table = pd.DataFrame(
+            {
+                c: rng.uniform(0, 1, len(names))
+                for c in ("ari_leiden_mean", "ari_leiden_sd", "ari_kmeans_mean", "ari_kmeans_sd")
+            },
+            index=pd.Index(names, name="matrix"),
+        )
+        table.insert(0, "section", section)
+        table["runtime_min"] = 1.5
+        table.to_csv(parts / f"cluster_seeds_{section}.csv")
+    assert cs.main(["--report", "--parts", str(parts), "--out", str(tmp_path / "out")]) == 0
+    text = (tmp_path / "out" / "cluster_seeds.md").read_text()
+    assert "## 151673" in text and "## 151674" in text and "(3 min of section runs" in text
+    bar = table.loc[cs.ROWS["smoothed_train"]]
+    assert f"- 151674: the bar (smoothed training matrix) {bar.ari_leiden_mean:.3f} / {bar.ari_kmeans_mean:.3f}" in text
+    merged = pd.read_csv(tmp_path / "out" / "cluster_seeds.csv", index_col=0, dtype={"section": str})
+    assert len(merged) == 2 * len(names)
