@@ -103,22 +103,10 @@ def _imagenet_model(name: str):
 
 
 def _read_checkpoint(path: Path) -> Any:
-    import pickle
+    from ._checkpoint import read_weights
 
-    import torch
-
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        msg = (
-            f"`weights={str(path)!r}` could not be read with `torch.load(..., weights_only=True)`: it stores Python "
-            "objects (for example a whole pickled model), which stimpute does not unpickle for safety. Save a plain "
-            "state dict instead: `torch.save(model.state_dict(), path)`."
-        )
-        raise ValueError(msg) from err
-    except (RuntimeError, OSError, EOFError) as err:
-        msg = f"`weights={str(path)!r}` is not a torch checkpoint that can be read ({type(err).__name__}: {err})."
-        raise ValueError(msg) from err
+    fix = "save a plain state dict instead: `torch.save(model.state_dict(), path)`."
+    return read_weights(path, "cpu", label=f"`weights={str(path)!r}`", fix=fix)
 
 
 def adapt_state_dict(checkpoint: Any, model, name: str) -> dict:

@@ -18,6 +18,7 @@ from anndata import AnnData
 
 from .. import _logging as logg
 from .._validate import check_key_string
+from ._checkpoint import read_weights
 from ._data import attach_projection, prepare
 from ._device import resolve_device
 from ._module import ImputeNet
@@ -347,17 +348,7 @@ def _read_config(file: Path) -> dict:
 
 def _read_state(file: Path, device) -> dict:
     """The saved state dict, read with ``weights_only=True``."""
-    import pickle
-
-    try:
-        state = torch.load(file, map_location=device, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError) as err:
-        msg = (
-            f"{str(file)!r} could not be read with `torch.load(..., weights_only=True)` ({type(err).__name__}: "
-            f"{str(err).splitlines()[0] if str(err) else ''}): it is damaged, or holds Python objects that stimpute "
-            f"does not unpickle for safety; {_RESAVE}"
-        )
-        raise ValueError(msg) from err
+    state = read_weights(file, device, label=repr(str(file)), fix=_RESAVE)
     if not isinstance(state, dict) or not all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
     ):

@@ -245,6 +245,27 @@ def _correlation(sxy: float, sxx: float, syy: float, constant: bool, n: int) -> 
     return float(sxy / np.sqrt(sxx * syy))
 
 
+class _Range:
+    """Running minimum and maximum per group over blocks of values (is a group, or everything, constant?)."""
+
+    def __init__(self, n_groups: int) -> None:
+        self.lo, self.hi = np.full(n_groups, np.inf), np.full(n_groups, -np.inf)
+
+    def update(self, groups: np.ndarray | None, values: np.ndarray) -> None:
+        """Add ``values`` (a non-empty block) of the ``groups`` (``None``: all in the one group)."""
+        if groups is None:
+            self.lo[0], self.hi[0] = min(self.lo[0], values.min()), max(self.hi[0], values.max())
+        else:
+            np.minimum.at(self.lo, groups, values)
+            np.maximum.at(self.hi, groups, values)
+
+    def varies(self) -> np.ndarray:
+        return self.lo < self.hi
+
+    def varies_overall(self) -> bool:
+        return bool(self.lo.size) and float(self.lo.min()) < float(self.hi.max())
+
+
 class _Truth:
     """Everything about the hidden values that does not depend on the prediction, computed once.
 
@@ -263,35 +284,28 @@ class _Truth:
         # first pass: sums for the means (overall and per gene) and the extrema (constant truth: r is NaN)
         sum_log = sum_cpm = 0.0
         gene_sum = np.zeros(n_genes)
-        lo, hi = np.inf, -np.inf
-        lo_g, hi_g = np.full(n_genes, np.inf), np.full(n_genes, -np.inf)
+        gene_range, cpm_range = _Range(n_genes), _Range(1)
         for b in _blocks(self.size):
             lt, ct = self.log_cpm_block(b)
             sum_log += float(lt.sum())
             sum_cpm += float(ct.sum())
             gene_sum += np.bincount(cols[b], lt, n_genes)
-            np.minimum.at(lo_g, cols[b], lt)
-            np.maximum.at(hi_g, cols[b], lt)
-            if lt.size:
-                lo, hi = min(lo, float(lt.min())), max(hi, float(lt.max()))
+            gene_range.update(cols[b], lt)
+            cpm_range.update(None, ct)
         self.mean_log = sum_log / max(self.size, 1)
         self.mean_cpm = sum_cpm / max(self.size, 1)
         self.gene_mean = gene_sum / np.maximum(self.n, 1)
-        self.constant_log = not lo < hi
-        self.gene_varies = lo_g < hi_g  # a gene whose hidden values are all equal has no correlation
+        self.gene_varies = gene_range.varies()  # a gene whose hidden values are all equal has no correlation
+        self.constant_log, self.constant_cpm = not gene_range.varies_overall(), not cpm_range.varies_overall()
         # second pass: centred sums of squares
         self.ss_log = self.ss_cpm = 0.0
         self.gene_ss = np.zeros(n_genes)
-        lo, hi = np.inf, -np.inf
         for b in _blocks(self.size):
             lt, ct = self.log_cpm_block(b)
             d = lt - self.gene_mean[cols[b]]
             self.gene_ss += np.bincount(cols[b], d * d, n_genes)
             self.ss_log += float(np.sum((lt - self.mean_log) ** 2))
             self.ss_cpm += float(np.sum((ct - self.mean_cpm) ** 2))
-            if ct.size:
-                lo, hi = min(lo, float(ct.min())), max(hi, float(ct.max()))
-        self.constant_cpm = not lo < hi
         # Spearman on at most _SPEARMAN_MAX entries (a fixed random subset), ranking is the costly part
         if truth.size > _SPEARMAN_MAX:
             self.sample = np.sort(np.random.default_rng(0).choice(truth.size, _SPEARMAN_MAX, replace=False))
@@ -307,14 +321,14 @@ class _Truth:
 
 def _scores(t: _Truth, pred: np.ndarray) -> dict[str, float]:
     """All metrics of one prediction (clipped at 0 in place), in two passes over blocks of entries."""
+    if t.size == 0:  # nothing hidden (a test layer emptied after the split): no score, not a perfect one
+        return {k: (0.0 if k == "n_hidden" else float("nan")) for k in METRICS}
     np.clip(pred, 0, None, out=pred)
     n_genes = t.n.size
     # first pass: errors, and the sums for the prediction's means
     se = ae = se_log = ae_log = se_cpm = sum_log = sum_cpm = 0.0
     gene_sum = np.zeros(n_genes)
-    gene_lo, gene_hi = np.full(n_genes, np.inf), np.full(n_genes, -np.inf)
-    lo_log = lo_cpm = np.inf
-    hi_log = hi_cpm = -np.inf
+    gene_range, cpm_range = _Range(n_genes), _Range(1)
     for b in _blocks(t.size):
         p, v = pred[b], t.values[b]
         lt, ct = t.log_cpm_block(b)
@@ -330,12 +344,9 @@ def _scores(t: _Truth, pred: np.ndarray) -> dict[str, float]:
         sum_log += float(lp.sum())
         sum_cpm += float(cp.sum())
         gene_sum += np.bincount(t.cols[b], lp, n_genes)
-        np.minimum.at(gene_lo, t.cols[b], lp)
-        np.maximum.at(gene_hi, t.cols[b], lp)
-        if p.size:
-            lo_log, hi_log = min(lo_log, float(lp.min())), max(hi_log, float(lp.max()))
-            lo_cpm, hi_cpm = min(lo_cpm, float(cp.min())), max(hi_cpm, float(cp.max()))
-    n = max(t.size, 1)
+        gene_range.update(t.cols[b], lp)
+        cpm_range.update(None, cp)
+    n = t.size
     mean_log, mean_cpm = sum_log / n, sum_cpm / n
     gene_mean = gene_sum / np.maximum(t.n, 1)
     # second pass: centred cross products and the prediction's sums of squares
@@ -358,20 +369,19 @@ def _scores(t: _Truth, pred: np.ndarray) -> dict[str, float]:
     gene_r = np.full(n_genes, np.nan)
     var = t.gene_ss * gene_var
     # a gene whose prediction (or truth) is the same at all its hidden entries has no correlation: NaN, left out
-    ok = t.keep & (var > 0) & (gene_lo < gene_hi) & t.gene_varies
+    ok = t.keep & (var > 0) & gene_range.varies() & t.gene_varies
     gene_r[ok] = gene_cov[ok] / np.sqrt(var[ok])
     median_gene = float(np.nanmedian(gene_r)) if np.isfinite(gene_r).any() else float("nan")
-    if t.size == 0:  # nothing hidden (a test layer emptied after the split): no score, not a perfect one
-        return {k: (0.0 if k == "n_hidden" else float("nan")) for k in METRICS}
+    constant_log, constant_cpm = not gene_range.varies_overall(), not cpm_range.varies_overall()
     return {
         "rmse_raw": float(np.sqrt(se / n)),
         "mae_raw": float(ae / n),
         "rmse_log1p": float(np.sqrt(se_log / n)),
         "mae_log1p": float(ae_log / n),
-        "pearson_log1p": _correlation(sxy_log, t.ss_log, syy_log, t.constant_log or not lo_log < hi_log, t.size),
+        "pearson_log1p": _correlation(sxy_log, t.ss_log, syy_log, t.constant_log or constant_log, t.size),
         "spearman": _pearson(t.rank, stats.rankdata(pred[t.sample])),
         "median_gene_pearson": median_gene,
         "rmse_log2cpm": float(np.sqrt(se_cpm / n)),
-        "pearson_log2cpm": _correlation(sxy_cpm, t.ss_cpm, syy_cpm, t.constant_cpm or not lo_cpm < hi_cpm, t.size),
+        "pearson_log2cpm": _correlation(sxy_cpm, t.ss_cpm, syy_cpm, t.constant_cpm or constant_cpm, t.size),
         "n_hidden": float(t.size),
     }
