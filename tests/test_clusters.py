@@ -292,6 +292,16 @@ def test_leiden_search_finds_a_narrow_window_that_bisection_steps_over(monkeypat
     monkeypatch.setattr(_clusters, "_leiden_once", fake_leiden)
     labels, res = _clusters._leiden(None, 7, 1.0, 0, "layer")
     assert np.unique(labels).size == 7 and 0.6 <= res < 0.62
+    # as measured on a DLPFC readout: a window of 7 (0.105 to 0.1085) between two runs of 6, narrower than the
+    # first scan's step (1/64), found by the finer scans of the span where the counts came close
+    steps = [(0.06, 4), (0.088, 5), (0.105, 6), (0.1085, 7), (0.1105, 6), (0.124, 8), (np.inf, 9)]
+
+    def measured(graph, resolution, random_state):
+        return np.arange(60) % next(k for bound, k in steps if resolution < bound)
+
+    monkeypatch.setattr(_clusters, "_leiden_once", measured)
+    labels, res = _clusters._leiden(None, 7, 1.0, 0, "layer")
+    assert np.unique(labels).size == 7 and 0.105 <= res < 0.1085
     # no window at all: the closest count, with a warning
     monkeypatch.setattr(_clusters, "_leiden_once", lambda g, r, s: np.arange(60) % (6 if r < 0.5 else 8))
     labels, res = _clusters._leiden(None, 7, 1.0, 0, "layer")

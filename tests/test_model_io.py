@@ -276,7 +276,7 @@ def test_load_model_from_a_newer_format(trained, tmp_path):
         (lambda c: c.update(var_names=None), r"`var_names` is not a list of \d+ gene names"),
         (lambda c: c.update(var_names="abc"), r"`var_names` is not a list of \d+ gene names"),
         (lambda c: c.update(n_genes=-5), r"`n_genes=-5` is not a positive whole number"),
-        (lambda c: c.update(method="foo"), r"`method='foo'` is not one of \['autoencoder'"),
+        (lambda c: c.update(method="foo"), r"`method='foo'` is not one of \['multimodal', 'autoencoder'"),
         (lambda c: c.update(loss="foo"), r"`loss='foo'` is not one of \['mse'"),
     ],
 )

@@ -15,3 +15,4 @@ HIDDEN_SPOT_SUFFIX = "_hidden_spot"  # obs column for strategy="spots"
 IMAGE_FEATURES_KEY = "X_image"
 CLUSTERS_KEY = "clusters"
 IMPUTED_PREFIX = "imputed_"
+NETWORK_METHODS = ("multimodal", "autoencoder", "positional", "image")  # st.tl.impute methods with a trained model

@@ -17,6 +17,7 @@ import torch
 from anndata import AnnData
 
 from .. import _logging as logg
+from .._constants import NETWORK_METHODS
 from .._validate import check_key_string
 from ._checkpoint import read_weights
 from ._data import attach_projection, prepare
@@ -297,7 +298,6 @@ def load_model(dirname: str | os.PathLike, device: str | None = None) -> Imputat
 _RESAVE = "save the model again with `model.save(dirname, overwrite=True)`, or retrain it."
 _NEEDED = ("n_genes", "modalities", "var_names", "norm", "method", "loss")
 _NORM_KEYS = ("library_mean", "library_std", "library_median", "gene_max", "gene_mean")
-_METHODS = ("autoencoder", "positional", "image", "multimodal")
 
 
 def _read_config(file: Path) -> dict:
@@ -336,8 +336,8 @@ def _read_config(file: Path) -> dict:
         problems.append(f"`var_names` is not a list of {n_genes} gene names")
     if not isinstance(norm, dict) or not all(k in norm for k in _NORM_KEYS):
         problems.append(f"`norm` is not a mapping with {list(_NORM_KEYS)}")
-    if config["method"] not in _METHODS:
-        problems.append(f"`method={config['method']!r}` is not one of {list(_METHODS)}")
+    if config["method"] not in NETWORK_METHODS:
+        problems.append(f"`method={config['method']!r}` is not one of {list(NETWORK_METHODS)}")
     if config["loss"] not in LOSSES:
         problems.append(f"`loss={config['loss']!r}` is not one of {list(LOSSES)}")
     if problems:

@@ -30,6 +30,7 @@ SCORE_COLUMNS = ("ari_reference", "nmi_reference", "ari_labels", "nmi_labels", "
 AGREEMENT = ("ari_reference", "nmi_reference", "ari_labels", "nmi_labels")
 _MAX_BISECTIONS = 30
 _SCAN_STEPS = 64  # resolutions scanned when bisection steps over the target count
+_SCAN_LEVELS = 3  # scans, each over the span where the counts came closest to the target (64x finer each time)
 _MAX_RESOLUTION = 64.0
 
 
@@ -76,8 +77,9 @@ def compare_clusters(
     n_clusters
         Number of clusters. With ``method="leiden"`` the resolution is searched by bisection so that
         every layer gets this many clusters, then, as the count is not monotonic in the resolution, by a
-        scan of 64 resolutions when bisection steps over it (the closest count is used, with a warning,
-        when no resolution tried gives it exactly). ``None`` uses ``resolution`` as is.
+        scan of 64 resolutions when bisection steps over it, refined twice (64 resolutions each) over the
+        span where the counts came closest; the closest count is used, with a warning, when no resolution
+        tried gives it exactly. ``None`` uses ``resolution`` as is.
     resolution
         Leiden resolution when ``n_clusters`` is ``None``; the first resolution tried otherwise.
     labels_key
@@ -411,11 +413,15 @@ def _leiden(
             else:
                 hi = mid
     if n != n_clusters:
-        # the count is not monotonic in the resolution (6, 8, 7, 8, ... on real sections), so bisection can end
-        # on a jump over the target while a narrow window elsewhere gives it: scan the bracket, lowest first
-        for res in np.linspace(0.0, top, _SCAN_STEPS + 1)[1:]:
-            if count(float(res)) == n_clusters:
+        # the count is not monotonic in the resolution (6, 7, 6, 8, ... on real sections), so bisection can end
+        # on a jump over the target while a narrow window elsewhere gives it: scan the bracket, lowest first,
+        # then scan again, finer, the span where the counts came within one of the target (windows of 7 clusters
+        # narrower than 1/64 of the bracket are common on the DLPFC sections)
+        lo_s, hi_s = 0.0, top
+        for _ in range(_SCAN_LEVELS):
+            if any(count(float(res)) == n_clusters for res in np.linspace(lo_s, hi_s, _SCAN_STEPS + 1)[1:]):
                 break
+            lo_s, hi_s = _closest_span(tried, n_clusters, top)
     best = min(tried, key=lambda r: (abs(np.unique(tried[r]).size - n_clusters), r))
     found = int(np.unique(tried[best]).size)
     if found != n_clusters:
@@ -424,6 +430,20 @@ def _leiden(
             f"using resolution {best:.4g} with {found} clusters."
         )
     return tried[best], float(best)
+
+
+def _closest_span(tried: dict[float, np.ndarray], n_clusters: int, top: float) -> tuple[float, float]:
+    """The resolutions around those tried whose count came within one of (or, failing that, closest to) the target.
+
+    Spans from the tried resolution just below the first such one to the one just above the last (0 and ``top``
+    at the ends).
+    """
+    res = sorted(r for r in tried if r <= top)
+    off = np.array([abs(np.unique(tried[r]).size - n_clusters) for r in res])
+    near = np.flatnonzero(off <= max(1, int(off.min())))
+    lo = res[near[0] - 1] if near[0] > 0 else 0.0
+    hi = res[near[-1] + 1] if near[-1] + 1 < len(res) else top
+    return float(lo), float(hi)
 
 
 def _kmeans(pca: np.ndarray, n_clusters: int, random_state: int | None) -> np.ndarray:

@@ -14,7 +14,7 @@ from anndata import AnnData
 from scipy import sparse
 
 from .. import _logging as logg
-from .._constants import IMAGE_FEATURES_KEY, IMPUTED_PREFIX, SPATIAL_KEY
+from .._constants import IMAGE_FEATURES_KEY, IMPUTED_PREFIX, NETWORK_METHODS, SPATIAL_KEY
 from .._settings import check_device_name, settings
 from .._validate import check_adata, check_choice, check_counts, check_key_string, check_positive_int, get_matrix
 from ..get._spatial import spatial_coords
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 __all__ = ["impute", "load_model"]
 
 Method = Literal["multimodal", "autoencoder", "positional", "image", "knn"]
-METHODS = ("multimodal", "autoencoder", "positional", "image", "knn")
+METHODS = (*NETWORK_METHODS, "knn")
 LOSSES = ("mse", "nb", "poisson")
 OUTPUTS = ("conditional", "expected", "normalized")
 MODALITIES = ("counts", "position", "image")
