@@ -97,7 +97,9 @@ def compare_clusters(
     key_added
         Prefix of the written keys.
     random_state
-        Seed of PCA, Leiden and k-means (``None`` counts as 0, so runs are always reproducible).
+        Seed of PCA, Leiden and k-means (``None`` counts as 0, so runs are always reproducible on one
+        machine with the same number of threads; another thread count can change the PCA of a dense
+        layer or the neighbour graph in the last float32 digits, which can move Leiden's clusters).
     n_repeats
         Cluster every layer this many times, with seeds ``random_state``, ``random_state + 1``, ...
         (``None`` counts as 0). One Leiden run can move the ARI of a matrix by 0.1-0.2 between
