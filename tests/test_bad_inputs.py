@@ -306,6 +306,15 @@ CASES = [
     ("settings-verbosity", same, lambda a, t: setattr(st.settings, "verbosity", 9), ValueError, r"`settings\.verbosity`"),
     ("settings-verbosity-name", same, lambda a, t: setattr(st.settings, "verbosity", "loud"), ValueError, r"`settings\.verbosity`"),
     ("settings-progress", same, lambda a, t: setattr(st.settings, "progress_bar", "no"), TypeError, r"`settings\.progress_bar`"),
+    # keys: "/" cannot be read back from h5ad; "spatial" would replace the images, scale factors or positions
+    ("holdout-key-slash", same, lambda a, t: holdout(a, key_added="a/b"), ValueError, "contains '/'"),
+    ("holdout-key-spatial", same, lambda a, t: holdout(a, key_added="spatial"), ValueError, r"would replace `adata.uns\['spatial'\]`"),
+    ("impute-key-spatial", held_out, lambda a, t: impute(a, "knn", layer="holdout_train", key_added="spatial"), ValueError, r"would replace `adata.uns\['spatial'\]`"),
+    ("impute-key-slash", held_out, lambda a, t: impute(a, "knn", layer="holdout_train", key_added="knn/1"), ValueError, "contains '/'"),
+    ("smooth-key-spatial", same, lambda a, t: st.pp.spatial_smooth(a, key_added="spatial"), ValueError, r"would replace `adata.uns\['spatial'\]`"),
+    ("smooth-key-slash", same, lambda a, t: st.pp.spatial_smooth(a, key_added="a/b"), ValueError, "contains '/'"),
+    ("clusters-key-spatial", same, lambda a, t: compare(a, ["X"], key_added="spatial"), ValueError, r"would replace `adata.uns\['spatial'\]`"),
+    ("features-key-spatial", same, lambda a, t: features(a, key_added="spatial"), ValueError, r"or `adata.obsm\['spatial'\]`"),
 ]  # fmt: skip
 
 

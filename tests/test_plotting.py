@@ -213,17 +213,20 @@ def test_history_after_h5ad_round_trip(trained, tmp_path):
     assert ax.get_lines()[2].get_label() == "best epoch (15)"
 
 
-def test_holdout_uses_stored_scores(syn):
-    st.tl.evaluate(syn, ["smoothed"])
-    syn.uns["holdout"]["scores"].loc["smoothed", ["rmse_log1p", "pearson_log1p"]] = [0.123, 0.456]
+@pytest.mark.parametrize("strategy", ["entries", "thinning", "spots", "gene_folds"])
+def test_holdout_titles_match_evaluate_and_ignore_stale_scores(syn, strategy):
+    st.pp.holdout(syn, fraction=0.5, strategy=strategy, random_state=0)
+    syn.layers["smoothed"] = _smoothed(syn, "holdout_train")
+    scores = st.tl.evaluate(syn, ["smoothed"], baselines=False)
     ax = st.pl.holdout(syn, "smoothed", show=False)
-    assert ax.get_title() == "smoothed\nRMSE 0.123, Pearson 0.456"
-    # not stored: computed with evaluate's definitions
-    scores = st.tl.evaluate(syn, ["holdout_train"], baselines=False)
-    del syn.uns["holdout"]["scores"]
-    ax = st.pl.holdout(syn, "holdout_train", show=False)
-    assert ax.get_title().startswith(f"holdout_train\nRMSE {scores.loc['holdout_train', 'rmse_log1p']:.3f}")
-    assert "scores" not in syn.uns["holdout"]
+    want = scores.loc["smoothed"]
+    assert ax.get_title() == f"smoothed\nRMSE {want['rmse_log1p']:.3f}, Pearson {want['pearson_log1p']:.3f}"
+    # the layer imputed again under the same key: the stored row is stale, the title is not
+    syn.layers["smoothed"] = _smoothed(syn, "holdout_train", k=15)
+    now = st.tl.evaluate(syn.copy(), ["smoothed"], baselines=False).loc["smoothed"]  # syn keeps the stale row
+    assert now["rmse_log1p"] != pytest.approx(want["rmse_log1p"], abs=1e-3)
+    ax = st.pl.holdout(syn, "smoothed", show=False)
+    assert ax.get_title() == f"smoothed\nRMSE {now['rmse_log1p']:.3f}, Pearson {now['pearson_log1p']:.3f}"
 
 
 def test_genes_shared_scale_per_gene(syn):
@@ -315,3 +318,50 @@ def test_compare_clusters_title_says_mean_over_repeats(syn):
     title = fig.axes[0].get_title()
     assert title.startswith("X\nARI ") and "± " in title and "(mean)" in title
     plt.close(fig)
+
+
+def test_compare_clusters_wrong_ax_leaves_adata_alone(syn):
+    """A wrong `ax` is refused before the missing clusters are computed (nothing written)."""
+    _, ax = plt.subplots()
+    obs, uns = list(syn.obs.columns), set(syn.uns)
+    with pytest.raises(ValueError, match="`ax` must be a list of 2 Axes"):
+        st.pl.compare_clusters(syn, ["X"], labels_key="domain", ax=ax)
+    assert list(syn.obs.columns) == obs and set(syn.uns) == uns
+
+
+@pytest.mark.parametrize("layers", [[], 3, [1]])
+def test_compare_clusters_bad_layers(clustered, layers):
+    with pytest.raises(TypeError, match="`layers` must be a layer name or a non-empty list of layer names"):
+        st.pl.compare_clusters(clustered, layers)
+
+
+def test_compare_clusters_recompute_keeps_n_repeats(syn):
+    st.tl.compare_clusters(syn, ["X"], method="kmeans", n_clusters=4, n_repeats=3, labels_key="domain")
+    st.pl.compare_clusters(syn, ["X", "smoothed"], show=False)  # smoothed is missing: recomputed
+    assert syn.uns["clusters"]["params"]["n_repeats"] == 3
+    assert np.isfinite(syn.uns["clusters"]["scores"].loc["smoothed", "ari_labels_sd"])
+
+
+def test_compare_clusters_label_only_outside_plotted_clusters(clustered):
+    """A (non-categorical) label found only on spots whose reference cluster is in no plotted layer."""
+    clustered.obs["clusters_X"] = clustered.obs["clusters_X"].cat.add_categories(["9"])
+    clustered.obs.loc[clustered.obs_names[:5], "clusters_X"] = "9"
+    clustered.obs["lab"] = np.where(np.arange(clustered.n_obs) < 5, "Z", "other").astype(object)
+    axes = st.pl.compare_clusters(clustered, ["smoothed"], labels_key="lab", show=False)
+    assert {t.get_text() for t in axes[-1].get_legend().get_texts()} == {"Z", "other"}
+
+
+def test_history_of_knn_is_an_error(syn):
+    st.tl.impute(syn, "knn", layer="holdout_train")
+    with pytest.raises(ValueError, match=r"is empty \(method='knn' trains no model\)"):
+        st.pl.history(syn, "imputed_knn")
+
+
+def test_genes_and_holdout_accept_list_likes(syn):
+    fig = st.pl.genes(syn, syn.var_names[:2], np.array(["X", "smoothed"]), percentile=np.float32(95), return_fig=True)
+    assert [ax.get_title() for ax in fig.axes[:2]] == ["gene_0000\nX", "gene_0000\nsmoothed"]
+    ax = st.pl.holdout(syn, pd.Index(["smoothed"]), show=False)
+    assert ax.get_title().startswith("smoothed\nRMSE")
+    syn.var_names = ["dup", "dup", *syn.var_names[2:]]
+    with pytest.raises(ValueError, match="var_names_make_unique"):
+        st.pl.genes(syn, "gene_0005")

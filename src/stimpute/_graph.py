@@ -34,7 +34,9 @@ def spatial_graph(
     Returns
     -------
     CSR matrix ``(n_obs, n_obs)`` whose row ``i`` averages spot ``i``'s neighbours (rows sum to 1).
-    Ties in distance are broken by spot index, so the graph is deterministic.
+    Spots tied in distance with the k-th neighbour (exact lattices, e.g. array coordinates) are chosen
+    by scikit-learn's tree search: the same input gives the same graph, but which tied spot is kept
+    depends on the spot order, not on a documented rule.
     """
     from sklearn.neighbors import NearestNeighbors
 

@@ -14,6 +14,8 @@ import numpy as np
 from anndata import AnnData
 from scipy import sparse
 
+from ._constants import SPATIAL_KEY
+
 __all__ = [
     "check_adata",
     "check_choice",
@@ -60,6 +62,23 @@ def get_matrix(adata: AnnData, layer: str | None) -> np.ndarray | sparse.spmatri
     """Return ``adata.X`` (``layer`` None or ``"X"``) or ``adata.layers[layer]`` without copying."""
     check_layer(adata, layer)
     return adata.X if layer is None or layer == "X" else adata.layers[layer]
+
+
+def as_csr(M: np.ndarray | sparse.spmatrix, dtype=None, *, copy: bool = False) -> sparse.csr_matrix:
+    """``M`` as a CSR matrix in canonical format (sorted indices, no duplicate entries).
+
+    A user's sparse layer may hold several stored entries for one spot and gene (valid in scipy, summed on
+    use). Code that reads ``.data`` entry by entry (``log1p``, gene maxima, the observed entries) needs them
+    summed first; this never does that in place on the user's arrays: a non-canonical matrix is always
+    copied. With ``copy=False`` a canonical CSR input of the right dtype is returned without copying, so
+    callers must not change it in place.
+    """
+    C = sparse.csr_matrix(M, dtype=dtype, copy=copy)
+    if not C.has_canonical_format:
+        if not copy:
+            C = C.copy()
+        C.sum_duplicates()
+    return C
 
 
 def _values(X: np.ndarray | sparse.spmatrix) -> np.ndarray:
@@ -157,9 +176,23 @@ def check_random_state(random_state: Any, *, name: str = "random_state") -> np.r
     return np.random.default_rng(int(random_state))
 
 
-def check_key_string(value: Any, *, name: str) -> str:
-    """Check that ``value`` is a non-empty string (used for ``key_added``)."""
+def check_key_string(value: Any, *, name: str, writes_uns: bool = False) -> str:
+    """Check that ``value`` is a non-empty string usable as an AnnData key (used for ``key_added``).
+
+    ``/`` is refused (h5ad stores it as a group separator: the file is written but cannot be read back), and
+    with ``writes_uns`` so is ``"spatial"``: writing ``uns["spatial"]`` (or ``obsm["spatial"]``) would replace
+    the images, scale factors or spot positions.
+    """
     if not isinstance(value, str) or not value:
         msg = f"`{name}` must be a non-empty string, got {value!r}."
         raise TypeError(msg)
+    if "/" in value:
+        msg = f"`{name}={value!r}` contains '/', which h5ad files cannot read back; use another separator."
+        raise ValueError(msg)
+    if writes_uns and value == SPATIAL_KEY:
+        msg = (
+            f"`{name}={value!r}` would replace `adata.uns[{SPATIAL_KEY!r}]` (images and scale factors) or "
+            f"`adata.obsm[{SPATIAL_KEY!r}]` (spot positions); pass another name."
+        )
+        raise ValueError(msg)
     return value

@@ -12,6 +12,7 @@ import torch
 from scipy import sparse
 
 from .._graph import spatial_graph
+from .._validate import as_csr
 from ..tl._knn import gene_log_mean_nonzero, log1p_csr
 
 
@@ -256,12 +257,11 @@ def prepare(
 
 def depth_normalised_log1p(X: sparse.spmatrix | np.ndarray, target: float) -> sparse.csr_matrix:
     """``log1p`` of the counts of every spot scaled to total ``target`` (CSR, float32)."""
-    C = sparse.csr_matrix(X, dtype=np.float32, copy=True)
+    C = as_csr(X, np.float32, copy=True)
     C.eliminate_zeros()
     totals = np.asarray(C.sum(axis=1)).ravel().astype(np.float64)
     scale = np.divide(target, totals, out=np.ones_like(totals), where=totals > 0)
     C.data = np.log1p(C.data * np.repeat(scale, np.diff(C.indptr)).astype(np.float32))
-    C.sort_indices()
     return C
 
 
@@ -300,7 +300,7 @@ def fresh_norm(X: sparse.spmatrix | np.ndarray, image: np.ndarray | None) -> dic
     mean, std, median = library_stats(totals)
     norm = {"library_mean": mean, "library_std": std, "library_median": median}
     # largest observed count of each gene: predictions are capped there (a network can extrapolate wildly)
-    C = sparse.csr_matrix(X, dtype=np.float32)
+    C = as_csr(X, np.float32)  # read only
     gene_max = np.zeros(C.shape[1], dtype=np.float64)
     if C.nnz:
         np.maximum.at(gene_max, C.indices, C.data)

@@ -142,7 +142,11 @@ class ImputationModel:
         from ..tl._impute import _restore as restore_observed
 
         start = time.perf_counter()
-        key_added = f"imputed_{self.method}" if key_added is None else check_key_string(key_added, name="key_added")
+        key_added = (
+            f"imputed_{self.method}"
+            if key_added is None
+            else check_key_string(key_added, name="key_added", writes_uns=True)
+        )
         if image_key is not None:
             image_key = check_key_string(image_key, name="image_key")
         image_key = self.config.get("image_key", "X_image") if image_key is None else image_key

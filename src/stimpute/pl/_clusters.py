@@ -12,7 +12,17 @@ from anndata import AnnData
 from .. import _logging as logg
 from .._constants import CLUSTERS_KEY
 from .._validate import check_adata, check_key_string
-from ._utils import NA_COLOR, category_colors, check_ncols, draw_spots, finish, make_axes, spatial_canvas
+from ._utils import (
+    NA_COLOR,
+    category_colors,
+    check_ax,
+    check_ncols,
+    draw_spots,
+    finish,
+    make_axes,
+    name_list,
+    spatial_canvas,
+)
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -20,7 +30,16 @@ if TYPE_CHECKING:
 
 __all__ = ["compare_clusters"]
 
-_RECOMPUTE_PARAMS = ("method", "n_clusters", "resolution", "n_top_genes", "n_pcs", "n_neighbors", "random_state")
+_RECOMPUTE_PARAMS = (
+    "method",
+    "n_clusters",
+    "resolution",
+    "n_top_genes",
+    "n_pcs",
+    "n_neighbors",
+    "random_state",
+    "n_repeats",
+)
 
 
 def compare_clusters(
@@ -103,13 +122,15 @@ def compare_clusters(
     params = dict(stored["params"]) if isinstance(stored, Mapping) and "params" in stored else {}
     if layers is None:
         layers = list(params["layers"]) if "layers" in params else ["X", "holdout_train", "imputed_multimodal"]
-    elif isinstance(layers, str):
-        layers = [layers]
+    layers = name_list(layers, name="layers", what="layer", allow_none=True)
     layers = ["X" if layer is None else layer for layer in layers]
     stored_labels = str(params.get("labels_key", "none"))
     if labels_key is not None and labels_key not in adata.obs:
         msg = f"`adata.obs[{labels_key!r}]` not found (`labels_key`); available columns: {list(adata.obs.columns)}."
         raise KeyError(msg)
+    # the labels panel: `labels_key`, else the labels the clusters were scored against (as after a recompute)
+    shows_labels = labels_key is not None or (stored_labels != "none" and stored_labels in adata.obs)
+    check_ax(ax, len(layers) + shows_labels)  # before anything is (re)computed
 
     scores = stored.get("scores") if isinstance(stored, Mapping) else None
     missing = [
@@ -201,13 +222,13 @@ def _match_labels(labels: pd.Series, ref: np.ndarray, *, n_ref: int) -> dict[str
     """Colour id of every label: the reference cluster it matches (Hungarian), or a new id from ``n_ref``."""
     from scipy.optimize import linear_sum_assignment
 
+    if isinstance(labels.dtype, pd.CategoricalDtype):
+        names = [str(c) for c in labels.cat.categories]
+    else:  # every label shown gets an id, also those only on spots without a reference cluster
+        names = sorted(set(labels.dropna().astype(str)))
     keep = labels.notna().to_numpy() & (ref >= 0)
     lab = labels.astype(str).to_numpy()[keep]
     cl = ref[keep]
-    if isinstance(labels.dtype, pd.CategoricalDtype):
-        names = [str(c) for c in labels.cat.categories]
-    else:
-        names = sorted(set(lab))
     if not names:
         return {}
     index = {n: i for i, n in enumerate(names)}

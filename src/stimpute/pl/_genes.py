@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from numbers import Real
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -10,7 +11,7 @@ from anndata import AnnData
 from scipy import sparse
 
 from .._validate import check_adata, check_layer, get_matrix
-from ._utils import draw_spots, finish, make_axes, spatial_canvas
+from ._utils import draw_spots, finish, make_axes, name_list, spatial_canvas
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -83,24 +84,19 @@ def genes(
     ['gene_0000\nX', 'gene_0000\nholdout_train']
     """
     check_adata(adata)
-    if isinstance(genes, str):
-        genes = [genes]
-    if not isinstance(genes, Sequence) or len(genes) == 0 or not all(isinstance(g, str) for g in genes):
-        msg = f"`genes` must be a gene name or a non-empty list of gene names, got {genes!r}."
-        raise TypeError(msg)
+    genes = name_list(genes, name="genes", what="gene")
+    if not adata.var_names.is_unique:
+        msg = "`adata.var_names` are not unique; run `adata.var_names_make_unique()` first to pick genes by name."
+        raise ValueError(msg)
     missing = [g for g in genes if g not in adata.var_names]
     if missing:
         msg = f"genes {missing} not found in `adata.var_names` (`genes`); e.g. {list(adata.var_names[:5])}."
         raise KeyError(msg)
-    if layers is None or isinstance(layers, str):
-        layers = [layers]
-    if not isinstance(layers, Sequence) or len(layers) == 0:
-        msg = f"`layers` must be a layer name or a non-empty list of layer names, got {layers!r}."
-        raise TypeError(msg)
+    layers = name_list(layers, name="layers", what="layer", allow_none=True)
     for layer in layers:
         check_layer(adata, layer, name="layers")
     layers = ["X" if layer is None else layer for layer in layers]
-    if isinstance(percentile, bool) or not isinstance(percentile, int | float) or not 0 < percentile <= 100:
+    if isinstance(percentile, bool) or not isinstance(percentile, Real) or not 0 < percentile <= 100:
         msg = f"`percentile` must be in (0, 100], got {percentile!r}."
         raise ValueError(msg)
     canvas = spatial_canvas(adata, img_key=img_key, library_id=library_id, spot_size=spot_size)

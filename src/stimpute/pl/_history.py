@@ -82,6 +82,11 @@ def history(
         msg = f"`adata.uns[{key!r}]['history']['epoch']` not found."
         raise KeyError(msg)
     epoch = np.asarray(hist["epoch"], dtype=np.float64).ravel()
+    if epoch.size == 0:
+        method = entry.get("params", {}).get("method") if isinstance(entry.get("params"), Mapping) else None
+        why = " (method='knn' trains no model)" if method == "knn" else ""
+        msg = f"`adata.uns[{key!r}]['history']` is empty{why}: there is no training history to plot."
+        raise ValueError(msg)
     curves = []
     for name, label in _CURVES:
         if name in hist:

@@ -6,14 +6,12 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 from anndata import AnnData
-from scipy import sparse
 
 from .._constants import HOLDOUT_KEY, TEST_SUFFIX, TRAIN_SUFFIX
-from .._validate import check_adata, check_layer, check_positive_int, get_matrix
+from .._validate import as_csr, check_adata, check_layer, check_positive_int, get_matrix
 from ..tl._evaluate import _gather, _pearson, _scored_entries
-from ._utils import check_ncols, finish, make_axes
+from ._utils import check_ncols, finish, make_axes, name_list
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -39,9 +37,9 @@ def holdout(
     Both axes are ``log1p`` of the values at the entries that :func:`stimpute.tl.evaluate` scores
     (hidden non-zero entries, or all genes of hidden spots, or every entry for binomial thinning,
     where predictions are rescaled to the test depth). Negative predictions are drawn at 0. Each
-    title gives the RMSE on ``log1p`` values and Pearson's r (``rmse_log1p`` and ``pearson_log1p``):
-    taken from ``adata.uns[holdout_key]['scores']`` when :func:`stimpute.tl.evaluate` has scored the
-    layer, computed here (and not stored) otherwise. All panels share one colour scale of entry counts.
+    title gives the RMSE on ``log1p`` values and Pearson's r, computed from the plotted values with the
+    definitions of :func:`stimpute.tl.evaluate` (``rmse_log1p`` and ``pearson_log1p``; nothing is stored).
+    All panels share one colour scale of entry counts.
 
     Parameters
     ----------
@@ -87,11 +85,7 @@ def holdout(
     if not isinstance(stored, Mapping) or "params" not in stored:
         msg = f"`adata.uns[{holdout_key!r}]` not found; run `st.pp.holdout(adata, key_added={holdout_key!r})` first."
         raise KeyError(msg)
-    if isinstance(layers, str):
-        layers = [layers]
-    if not isinstance(layers, Sequence) or len(layers) == 0 or not all(isinstance(x, str) for x in layers):
-        msg = f"`layers` must be a layer name or a non-empty list of layer names, got {layers!r}."
-        raise TypeError(msg)
+    layers = name_list(layers, name="layers", what="layer")
     train_key, test_key = holdout_key + TRAIN_SUFFIX, holdout_key + TEST_SUFFIX
     check_layer(adata, train_key, name="holdout_key")
     check_layer(adata, test_key, name="holdout_key")
@@ -102,14 +96,13 @@ def holdout(
 
     params = stored["params"]
     strategy, fraction = str(params["strategy"]), float(params["fraction"])
-    test = sparse.csr_matrix(adata.layers[test_key])
+    test = as_csr(adata.layers[test_key])
     rows, cols = _scored_entries(adata, holdout_key, strategy, test)
     if rows.size == 0:
         msg = f"`adata.layers[{test_key!r}]` holds no hidden entries; nothing to plot."
         raise ValueError(msg)
     truth = np.log1p(_gather(test, rows, cols))
     scale = fraction / (1 - fraction) if strategy == "thinning" else 1.0
-    scores = stored.get("scores")
     preds, titles = [], []
     for layer in layers:
         pred = _gather(get_matrix(adata, layer), rows, cols) * scale
@@ -117,10 +110,8 @@ def holdout(
             msg = f"`adata.layers[{layer!r}]` has NaN or infinite values at hidden entries; check the imputation."
             raise ValueError(msg)
         lp = np.log1p(np.clip(pred, 0, None))
-        if isinstance(scores, pd.DataFrame) and layer in scores.index:
-            rmse, r = float(scores.loc[layer, "rmse_log1p"]), float(scores.loc[layer, "pearson_log1p"])
-        else:
-            rmse, r = float(np.sqrt(np.mean((lp - truth) ** 2))), _pearson(truth, lp)
+        # computed from what is plotted (stored scores can predate a layer imputed again under the same key)
+        rmse, r = float(np.sqrt(np.mean((lp - truth) ** 2))), _pearson(truth, lp)
         preds.append(lp)
         titles.append(f"{layer}\nRMSE {rmse:.3f}, Pearson {r:.3f}")
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
 from anndata import AnnData
 
 from .. import get
@@ -178,16 +179,9 @@ def make_axes(
     Returns the figure, the axes and whether the figure was created here.
     """
     import matplotlib.pyplot as plt
-    from matplotlib.axes import Axes
 
-    if ax is not None:
-        axes = [ax] if isinstance(ax, Axes) else list(np.ravel(np.asarray(ax, dtype=object)))
-        if len(axes) != n_panels or not all(isinstance(a, Axes) for a in axes):
-            msg = (
-                f"`{name}` must be {'one Axes' if n_panels == 1 else f'a list of {n_panels} Axes'} "
-                f"for {n_panels} panel(s), got {ax!r}; or pass `{name}=None` to make a new figure."
-            )
-            raise ValueError(msg)
+    axes = check_ax(ax, n_panels, name=name)
+    if axes is not None:
         return axes[0].get_figure(), axes, False
     ncols = max(1, min(int(ncols), n_panels))
     nrows = int(np.ceil(n_panels / ncols))
@@ -202,6 +196,40 @@ def make_axes(
     for extra in flat[n_panels:]:
         extra.remove()
     return fig, flat[:n_panels], True
+
+
+def check_ax(ax: Axes | Sequence[Axes] | None, n_panels: int, *, name: str = "ax") -> list[Axes] | None:
+    """The user's axes as a list of ``n_panels`` Axes (``None`` for a new figure); a clear error otherwise."""
+    from matplotlib.axes import Axes
+
+    if ax is None:
+        return None
+    axes = [ax] if isinstance(ax, Axes) else list(np.ravel(np.asarray(ax, dtype=object)))
+    if len(axes) != n_panels or not all(isinstance(a, Axes) for a in axes):
+        msg = (
+            f"`{name}` must be {'one Axes' if n_panels == 1 else f'a list of {n_panels} Axes'} "
+            f"for {n_panels} panel(s), got {ax!r}; or pass `{name}=None` to make a new figure."
+        )
+        raise ValueError(msg)
+    return axes
+
+
+def name_list(value, *, name: str, what: str, allow_none: bool = False) -> list:
+    """A name or a list-like of names (list, tuple, numpy array, pandas Index) as a non-empty list.
+
+    ``None`` entries are kept when ``allow_none`` (``adata.X`` among layers); anything else is a TypeError.
+    """
+    if isinstance(value, str) or (value is None and allow_none):
+        return [value]
+    if isinstance(value, np.ndarray | pd.Index | pd.Series):
+        value = value.tolist()
+    ok = isinstance(value, Sequence) and len(value) > 0
+    if ok:
+        ok = all(isinstance(v, str) or (v is None and allow_none) for v in value)
+    if not ok:
+        msg = f"`{name}` must be a {what} name or a non-empty list of {what} names, got {value!r}."
+        raise TypeError(msg)
+    return list(value)
 
 
 def check_ncols(ncols) -> int:

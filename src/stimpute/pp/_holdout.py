@@ -108,7 +108,7 @@ def holdout(
     check_adata(adata)
     fraction = check_fraction(fraction)
     check_choice(strategy, STRATEGIES, name="strategy")
-    check_key_string(key_added, name="key_added")
+    check_key_string(key_added, name="key_added", writes_uns=True)
     source = get_matrix(adata, layer)
     source_name = "adata.X" if layer in (None, "X") else f"adata.layers[{layer!r}]"
     check_counts(source, name=source_name, integer=strategy == "thinning")

@@ -150,7 +150,7 @@ def image_features(
     if n_comps is not None:
         n_comps = check_positive_int(n_comps, name="n_comps")
     batch_size = check_positive_int(batch_size, name="batch_size")
-    key_added = check_key_string(key_added, name="key_added")
+    key_added = check_key_string(key_added, name="key_added", writes_uns=True)
     check_random_state(random_state)
     if device is not None:
         check_device_name(device)

@@ -10,6 +10,7 @@ from .. import _logging as logg
 from .._constants import SPATIAL_KEY
 from .._graph import spatial_graph
 from .._validate import (
+    as_csr,
     check_adata,
     check_key_string,
     check_layer,
@@ -87,7 +88,9 @@ def spatial_smooth(
     if n_neighbors >= adata.n_obs:
         msg = f"`n_neighbors={n_neighbors}` must be smaller than the number of spots ({adata.n_obs})."
         raise ValueError(msg)
-    key_added = f"{name}_smoothed" if key_added is None else check_key_string(key_added, name="key_added")
+    key_added = (
+        f"{name}_smoothed" if key_added is None else check_key_string(key_added, name="key_added", writes_uns=True)
+    )
     if key_added == name or (key_added == "X" and layer is None):
         msg = f"`key_added={key_added!r}` would overwrite the input; pass another name."
         raise ValueError(msg)
@@ -98,7 +101,7 @@ def spatial_smooth(
 
     start = logg.info(f"smoothing {where} over each spot and its {n_neighbors} nearest spots")
     if sparse.issparse(M):
-        M = sparse.csr_matrix(M, dtype=np.float32)
+        M = as_csr(M, np.float32)  # duplicate entries summed on a copy, never in the input
         has_values = np.asarray((M != 0).sum(axis=1)).ravel() > 0
     else:
         M = np.asarray(M, dtype=np.float32)

@@ -14,6 +14,7 @@ from scipy import sparse
 from .. import _logging as logg
 from .._constants import CLUSTERS_KEY
 from .._validate import (
+    as_csr,
     check_adata,
     check_choice,
     check_key_string,
@@ -170,7 +171,7 @@ def compare_clusters(
     n_top_genes = check_positive_int(n_top_genes, name="n_top_genes", minimum=2)
     n_pcs = check_positive_int(n_pcs, name="n_pcs", minimum=1)
     n_neighbors = check_positive_int(n_neighbors, name="n_neighbors", minimum=2)
-    key_added = check_key_string(key_added, name="key_added")
+    key_added = check_key_string(key_added, name="key_added", writes_uns=True)
     if random_state is not None and (
         isinstance(random_state, bool) or not isinstance(random_state, int | np.integer) or random_state < 0
     ):
@@ -335,7 +336,7 @@ def _pca(M, *, n_top_genes: int, n_pcs: int, random_state: int | None) -> np.nda
     """normalize_total -> log1p -> HVG (seurat) -> PCA on a private float32 copy of ``M``."""
     import scanpy as sc
 
-    X = sparse.csr_matrix(M, dtype=np.float32, copy=True) if sparse.issparse(M) else np.array(M, dtype=np.float32)
+    X = as_csr(M, np.float32, copy=True) if sparse.issparse(M) else np.array(M, dtype=np.float32)
     expressed = np.asarray((X != 0).sum(axis=0)).ravel() > 0
     if not expressed.all():
         X = X[:, expressed]

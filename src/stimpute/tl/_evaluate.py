@@ -11,7 +11,7 @@ from scipy import sparse, stats
 
 from .. import _logging as logg
 from .._constants import HIDDEN_SPOT_SUFFIX, TEST_SUFFIX, TRAIN_SUFFIX
-from .._validate import check_adata, check_layer, check_positive_int, get_matrix, is_whole
+from .._validate import as_csr, check_adata, check_layer, check_positive_int, get_matrix, is_whole
 
 __all__ = ["evaluate"]
 
@@ -125,8 +125,8 @@ def evaluate(
 
     params = adata.uns[holdout_key]["params"]
     strategy, fraction = str(params["strategy"]), float(params["fraction"])
-    train = sparse.csr_matrix(adata.layers[train_key])
-    test = sparse.csr_matrix(adata.layers[test_key])
+    train = as_csr(adata.layers[train_key])
+    test = as_csr(adata.layers[test_key])
     if bool(adata.uns[holdout_key].get("integer_counts", False)):
         # the split was of whole counts: non-integer or negative values mean the layers were changed afterwards
         for key, M in ((train_key, train), (test_key, test)):
@@ -213,7 +213,7 @@ def _gather(M: np.ndarray | sparse.spmatrix, rows: np.ndarray, cols: np.ndarray)
             sl = slice(start, start + (1 << 22))
             out[sl] = M[rows[sl], cols[sl]]
         return out
-    M = sparse.csr_matrix(M)
+    M = as_csr(M)
     uniq, inverse = np.unique(rows, return_inverse=True)
     for start in range(0, uniq.size, _CHUNK):
         block_rows = uniq[start : start + _CHUNK]

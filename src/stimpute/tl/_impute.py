@@ -16,7 +16,15 @@ from scipy import sparse
 from .. import _logging as logg
 from .._constants import IMAGE_FEATURES_KEY, IMPUTED_PREFIX, NETWORK_METHODS, SPATIAL_KEY
 from .._settings import check_device_name, settings
-from .._validate import check_adata, check_choice, check_counts, check_key_string, check_positive_int, get_matrix
+from .._validate import (
+    as_csr,
+    check_adata,
+    check_choice,
+    check_counts,
+    check_key_string,
+    check_positive_int,
+    get_matrix,
+)
 from ..get._spatial import spatial_coords
 
 if TYPE_CHECKING:
@@ -288,7 +296,9 @@ def impute(
     check_choice(method, METHODS, name="method")
     check_choice(loss, LOSSES, name="loss")
     check_choice(output, OUTPUTS, name="output")
-    key_added = IMPUTED_PREFIX + method if key_added is None else check_key_string(key_added, name="key_added")
+    key_added = (
+        IMPUTED_PREFIX + method if key_added is None else check_key_string(key_added, name="key_added", writes_uns=True)
+    )
     check_key_string(image_key, name="image_key")
     if device is not None:
         check_device_name(device)
@@ -793,7 +803,7 @@ def _depth_scale(C: sparse.csr_matrix, to_depth: float) -> np.ndarray:
 
 def _restore(out: np.ndarray, X, to_depth: float | None = None) -> None:
     """Put the observed non-zero values of ``X`` back into ``out`` (scaled to depth ``to_depth`` if given)."""
-    C = sparse.csr_matrix(X, dtype=np.float32)
+    C = as_csr(X, np.float32, copy=True)  # eliminate_zeros works in place
     C.eliminate_zeros()
     rows = np.repeat(np.arange(C.shape[0]), np.diff(C.indptr))
     values = C.data

@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import sparse
 
+from .._validate import as_csr
+
 __all__ = [
     "gene_log_mean_nonzero",
     "knn_impute_log1p",
@@ -18,10 +20,9 @@ __all__ = [
 
 
 def log1p_csr(X: np.ndarray | sparse.spmatrix) -> sparse.csr_matrix:
-    """``log1p`` of a count matrix as float32 CSR without explicit zeros (copies)."""
-    X = sparse.csr_matrix(X, dtype=np.float32, copy=True)
+    """``log1p`` of a count matrix as float32 CSR without explicit zeros or duplicate entries (copies)."""
+    X = as_csr(X, np.float32, copy=True)
     X.eliminate_zeros()
-    X.sort_indices()
     np.log1p(X.data, out=X.data)
     return X
 

@@ -1,0 +1,95 @@
+"""Sparse layers with duplicate stored entries (valid scipy matrices, summed on use).
+
+Every function must treat them like the same counts stored canonically, and never rewrite the user's arrays
+(scipy sums duplicates in place on some operations, and arrays are shared between a matrix and a dtype-cast
+CSR built from it).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import sparse
+
+import stimpute as st
+
+
+def _noncanonical(X) -> sparse.csr_matrix:
+    """The same counts with every value split over two stored entries (sorted rows, duplicate columns)."""
+    X = sparse.csr_matrix(X, copy=True)
+    X.sum_duplicates()
+    rows = np.repeat(np.arange(X.shape[0]), np.diff(X.indptr))
+    half = X.data // 2
+    data = np.concatenate([half, X.data - half])
+    cols = np.concatenate([X.indices, X.indices])
+    r = np.concatenate([rows, rows])
+    order = np.lexsort((cols, r))
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(r, minlength=X.shape[0]))])
+    D = sparse.csr_matrix((data[order], cols[order], indptr), shape=X.shape)
+    assert not D.has_canonical_format
+    np.testing.assert_array_equal(D.toarray(), X.toarray())
+    return D
+
+
+def _arrays(M):
+    return M.data.copy(), M.indices.copy(), M.indptr.copy()
+
+
+def _unchanged(M, before) -> None:
+    for now, then in zip(_arrays(M), before, strict=True):
+        np.testing.assert_array_equal(now, then)
+
+
+def _dense(M) -> np.ndarray:
+    return M.toarray() if sparse.issparse(M) else np.asarray(M)
+
+
+@pytest.fixture
+def pair():
+    """A section with the same training counts stored canonically ('canon') and with duplicates ('dup')."""
+    adata = st.datasets.synthetic_visium(n_spots=120, n_genes=24, random_state=0)
+    st.pp.holdout(adata, fraction=0.5, random_state=0)
+    adata.layers["canon"] = adata.layers["holdout_train"].copy()
+    adata.layers["dup"] = _noncanonical(adata.layers["holdout_train"])
+    return adata
+
+
+def test_spatial_smooth(pair):
+    before = _arrays(pair.layers["dup"])
+    st.pp.spatial_smooth(pair, "canon", key_added="s_canon")
+    st.pp.spatial_smooth(pair, "dup", key_added="s_dup")
+    _unchanged(pair.layers["dup"], before)
+    np.testing.assert_allclose(_dense(pair.layers["s_dup"]), _dense(pair.layers["s_canon"]), rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("method", "kwargs"),
+    [
+        ("knn", {}),
+        ("knn", {"keep_observed": False}),
+        ("knn", {"output": "normalized"}),
+        ("autoencoder", {"max_epochs": 2}),
+        ("multimodal", {"max_epochs": 2}),
+    ],
+)
+def test_impute(pair, method, kwargs):
+    before = _arrays(pair.layers["dup"])
+    st.tl.impute(pair, method, layer="canon", key_added="i_canon", **kwargs)
+    st.tl.impute(pair, method, layer="dup", key_added="i_dup", **kwargs)
+    _unchanged(pair.layers["dup"], before)
+    np.testing.assert_allclose(_dense(pair.layers["i_dup"]), _dense(pair.layers["i_canon"]), rtol=1e-5, atol=1e-5)
+
+
+def test_evaluate_and_compare_clusters(pair):
+    st.tl.impute(pair, "knn", layer="canon", key_added="i_canon")
+    pair.layers["i_dup"] = _noncanonical(sparse.csr_matrix(np.round(_dense(pair.layers["i_canon"]))))
+    pair.layers["i_round"] = sparse.csr_matrix(np.round(_dense(pair.layers["i_canon"])))
+    before = _arrays(pair.layers["i_dup"])
+    scores = st.tl.evaluate(pair, ["i_round", "i_dup"])
+    np.testing.assert_allclose(
+        scores.loc["i_dup"].to_numpy(float), scores.loc["i_round"].to_numpy(float), rtol=1e-9, equal_nan=True
+    )
+    st.tl.compare_clusters(pair, ["canon", "dup"], method="kmeans", n_clusters=3, labels_key="domain")
+    ari = pair.uns["clusters"]["scores"]["ari_labels"]
+    assert ari["dup"] == pytest.approx(ari["canon"])
+    _unchanged(pair.layers["i_dup"], before)
