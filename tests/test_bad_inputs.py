@@ -315,6 +315,9 @@ CASES = [
     ("smooth-key-slash", same, lambda a, t: st.pp.spatial_smooth(a, key_added="a/b"), ValueError, "contains '/'"),
     ("clusters-key-spatial", same, lambda a, t: compare(a, ["X"], key_added="spatial"), ValueError, r"would replace `adata.uns\['spatial'\]`"),
     ("features-key-spatial", same, lambda a, t: features(a, key_added="spatial"), ValueError, r"or `adata.obsm\['spatial'\]`"),
+    ("holdout-nested-default-key", held_out, lambda a, t: holdout(a, 0.2, layer="holdout_train"), ValueError, r"would overwrite the input `layer='holdout_train'`"),
+    ("holdout-min-spot-fraction-none", same, lambda a, t: holdout(a, 0.2, strategy="gene_folds", min_spot_fraction=None), TypeError, "`min_spot_fraction` must be a number"),
+    ("features-generator-seed", same, lambda a, t: features(a, random_state=np.random.default_rng(0)), TypeError, "`random_state` must be a non-negative integer or None"),
 ]  # fmt: skip
 
 

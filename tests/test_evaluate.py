@@ -296,3 +296,17 @@ def test_no_hidden_entries_scores_nan_not_perfect(synthetic):
     row = st.tl.evaluate(synthetic, "p", baselines=False).loc["p"]
     assert row["n_hidden"] == 0
     assert all(np.isnan(row[m]) for m in METRICS if m != "n_hidden")
+
+
+@pytest.mark.filterwarnings("ignore::anndata.ImplicitModificationWarning")  # the view becomes an AnnData
+def test_evaluate_on_a_view_leaves_the_parent_alone():
+    adata = st.datasets.synthetic_visium(n_spots=150, n_genes=30, random_state=0)
+    st.pp.holdout(adata, fraction=0.5, random_state=0)
+    adata.layers["train_dense"] = adata.layers["holdout_train"].toarray().astype(np.float32)
+    parent = st.tl.evaluate(adata, ["train_dense"]).copy()
+    view = adata[: adata.n_obs // 2]
+    sub = st.tl.evaluate(view, ["train_dense"])
+    assert sub.loc["train_dense", "n_hidden"] < parent.loc["train_dense", "n_hidden"]
+    pd.testing.assert_frame_equal(adata.uns["holdout"]["scores"], parent)
+    with pytest.raises(ValueError, match="nothing to score"):
+        st.tl.evaluate(adata, [], baselines=False)

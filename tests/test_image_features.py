@@ -504,3 +504,19 @@ def test_reduction_comes_from_the_decoder_even_on_tiny_images(tmp_path, side, fr
     assert source.shape == (-(-side // expected), -(-side // expected))
     assert source.scale == 1 / expected
     source.close()
+
+
+def test_big_endian_uint16_image(tmp_path):
+    """A TIFF written big-endian memory-maps as '>u2': still uint16 (divided by 257, padded with 65535)."""
+    import tifffile
+
+    from stimpute._image._io import open_array, open_file, to_rgb_uint8
+
+    img = np.full((64, 64, 3), 128 * 257, dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "be.tif", img, byteorder=">")
+    sources = [open_file(tmp_path / "be.tif"), open_array(img.astype(">u2"), kind="array", name="a", native_scale=1.0)]
+    for src in sources:
+        assert src.white == 65535
+        rgb = to_rgb_uint8(src.crops(np.array([[32.0, 32.0], [1.0, 1.0]]), 3), value_max=src.value_max)
+        assert rgb[0, 3, 3].tolist() == [128, 128, 128]
+        assert rgb[1, 0, 0].tolist() == [255, 255, 255]  # padding outside the image is white

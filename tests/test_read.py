@@ -432,3 +432,22 @@ def test_readme_quick_start_runs_on_a_space_ranger_folder(tmp_path, dlpfc_folder
     import matplotlib.pyplot as plt
 
     plt.close("all")
+
+
+def test_library_id_with_slash(tmp_path, dlpfc_folder, subset):
+    """h5ad reads uns['spatial']['a/b'] back as ['a']['b']: refused when given, replaced when read from the h5."""
+    folder = _small_folder(tmp_path, dlpfc_folder, subset, positions="v2")
+    with pytest.raises(ValueError, match="contains '/'"):
+        st.read_visium(folder, library_id="run1/A")
+    _write_10x_h5(
+        folder / "filtered_feature_bc_matrix.h5",
+        subset.X,
+        list(subset.obs_names),
+        list(subset.var["gene_ids"]),
+        list(subset.var_names),
+        library_id="run1/A",
+    )
+    adata = st.read_visium(folder)
+    assert st.get.library_id(adata) == "run1_A"
+    adata.write_h5ad(tmp_path / "a.h5ad")
+    assert list(ad.read_h5ad(tmp_path / "a.h5ad").uns["spatial"]) == ["run1_A"]

@@ -161,7 +161,7 @@ class _ArraySource(ImageSource):
         self.kind, self.name, self.native_scale = kind, name, float(native_scale)
         self.native_shape = (int(arr.shape[0]), int(arr.shape[1]))
         self.n_channels = 1 if arr.ndim == 2 else int(arr.shape[2])
-        self.dtype = arr.dtype
+        self.dtype = arr.dtype.newbyteorder("=")  # crops are native: a big-endian TIFF maps as '>u2'
 
     def _sample_max(self) -> float:
         step = max(1, int(np.sqrt(self.arr.shape[0] * self.arr.shape[1] / 250_000)))
@@ -292,7 +292,7 @@ class _ZarrSource(_BoxSource):
         _check_layout(shape, path.name)
         self.native_shape = (int(shape[0]), int(shape[1]))
         self.n_channels = 1 if len(shape) == 2 else int(shape[2])
-        self.dtype = np.dtype(z.dtype)
+        self.dtype = np.dtype(z.dtype).newbyteorder("=")
 
     def _get(self, rows: slice, cols: slice) -> np.ndarray:
         channels_first = self.axes[0] in "SC"
@@ -402,6 +402,7 @@ def to_rgb_uint8(tiles: np.ndarray, *, value_max: float) -> np.ndarray:
     * ``uint8`` as is; ``uint16`` divided by 257; ``bool`` times 255; floats in [0, 1] (``value_max <= 1``) times
       255, other floats and integers clipped to [0, 255].
     """
+    tiles = tiles.astype(tiles.dtype.newbyteorder("="), copy=False)  # '>u2' is uint16 too
     c = tiles.shape[-1]
     if c in (1, 2):
         tiles = np.repeat(tiles[..., :1], 3, axis=-1)

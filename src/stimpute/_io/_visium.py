@@ -109,6 +109,9 @@ def read_visium(
     if library_id is not None and (not isinstance(library_id, str) or not library_id):
         msg = f"`library_id` must be a non-empty string or None, got {library_id!r}."
         raise TypeError(msg)
+    if library_id is not None and "/" in library_id:
+        msg = f"`library_id={library_id!r}` contains '/', which h5ad files cannot read back; use another separator."
+        raise ValueError(msg)
     if not isinstance(load_images, bool):
         msg = f"`load_images` must be True or False, got {load_images!r}."
         raise TypeError(msg)
@@ -165,6 +168,7 @@ def read_visium(
         metadata["source_image_path"] = str(source_path)
     if library_id is None:
         library_id = metadata.pop("library_id", None) or folder.resolve().name
+        library_id = library_id.replace("/", "_")  # an h5ad key cannot hold '/' (it would read back nested)
     else:
         metadata.pop("library_id", None)
     set_spatial(adata, library_id, images=images, scalefactors=scalefactors, metadata=metadata)

@@ -149,7 +149,7 @@ def synthetic_visium(
         },
         metadata={
             "source": "stimpute.datasets.synthetic_visium",
-            "random_state": -1 if random_state is None else int(random_state),
+            "random_state": int(random_state) if isinstance(random_state, int | np.integer) else -1,
         },
     )
     return adata

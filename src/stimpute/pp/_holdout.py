@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from numbers import Real
 from typing import Literal
 
 import numpy as np
@@ -110,6 +111,12 @@ def holdout(
     check_choice(strategy, STRATEGIES, name="strategy")
     check_key_string(key_added, name="key_added", writes_uns=True)
     source = get_matrix(adata, layer)
+    if (layer or "X") in (key_added + TRAIN_SUFFIX, key_added + TEST_SUFFIX):
+        msg = (
+            f"`key_added={key_added!r}` would overwrite the input `layer={layer!r}`; pass another `key_added` "
+            f"(e.g. `key_added='{key_added}2'` for a split of the training layer)."
+        )
+        raise ValueError(msg)
     source_name = "adata.X" if layer in (None, "X") else f"adata.layers[{layer!r}]"
     check_counts(source, name=source_name, integer=strategy == "thinning")
     n_folds = max(2, int(round(1 / fraction)))
@@ -124,6 +131,9 @@ def holdout(
         if fold >= n_folds:
             msg = f"`fold` must be below the number of folds round(1 / fraction) = {n_folds}, got {fold}."
             raise ValueError(msg)
+        if isinstance(min_spot_fraction, bool) or not isinstance(min_spot_fraction, Real):
+            msg = f"`min_spot_fraction` must be a number between 0 and 1, got {min_spot_fraction!r}."
+            raise TypeError(msg)
         if not 0 <= min_spot_fraction <= 1:
             msg = f"`min_spot_fraction` must be between 0 and 1, got {min_spot_fraction!r}."
             raise ValueError(msg)

@@ -114,6 +114,9 @@ def evaluate(
     if not isinstance(layers, Sequence) or not all(isinstance(layer, str) for layer in layers):
         msg = f"`layers` must be a layer name or a list of layer names, got {layers!r}."
         raise TypeError(msg)
+    if len(layers) == 0 and not baselines:
+        msg = "nothing to score: `layers` is empty and `baselines=False`; pass layer names or `baselines=True`."
+        raise ValueError(msg)
     train_key, test_key = holdout_key + TRAIN_SUFFIX, holdout_key + TEST_SUFFIX
     for key in [train_key, test_key]:
         check_layer(adata, key, name="holdout_key")
@@ -177,7 +180,8 @@ def evaluate(
     else:
         merged = table
     merged["n_hidden"] = merged["n_hidden"].astype(np.int64)
-    adata.uns[holdout_key]["scores"] = merged.copy()
+    # a new top-level entry: on a view, assigning into the shared dict would change the parent's scores
+    adata.uns[holdout_key] = {**adata.uns[holdout_key], "scores": merged.copy()}
     logg.info(
         f"scored {len(layers)} layer(s) on {hidden.size:,} hidden entries: added `adata.uns[{holdout_key!r}]['scores']`"
     )
