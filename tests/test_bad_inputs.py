@@ -318,6 +318,21 @@ CASES = [
     ("holdout-nested-default-key", held_out, lambda a, t: holdout(a, 0.2, layer="holdout_train"), ValueError, r"would overwrite the input `layer='holdout_train'`"),
     ("holdout-min-spot-fraction-none", same, lambda a, t: holdout(a, 0.2, strategy="gene_folds", min_spot_fraction=None), TypeError, "`min_spot_fraction` must be a number"),
     ("features-generator-seed", same, lambda a, t: features(a, random_state=np.random.default_rng(0)), TypeError, "`random_state` must be a non-negative integer or None"),
+    # impute: outputs never replace inputs or other functions' records; flags are booleans; seeds fit every library
+    ("impute-key-is-layer", held_out, lambda a, t: impute(a, "knn", layer="holdout_train", key_added="holdout_train"), ValueError, "would overwrite an input of this imputation"),
+    ("impute-key-is-holdout", held_out, lambda a, t: impute(a, "knn", layer="holdout_train", key_added="holdout"), ValueError, r"would overwrite `adata.uns\['holdout'\]`, which no imputation wrote"),
+    ("impute-key-is-user-layer", held_out, lambda a, t: impute(a, "knn", layer="holdout_train", key_added="imputed"), ValueError, r"would overwrite `adata.layers\['imputed'\]`"),
+    ("impute-key-is-image-key", image_features, lambda a, t: impute(a, "image", key_added="X_image", max_epochs=1), ValueError, "would overwrite an input"),
+    ("impute-keep-observed-str", held_out, lambda a, t: impute(a, "knn", layer="holdout_train", keep_observed="False"), TypeError, "`keep_observed` must be True or False or None"),
+    ("impute-copy-str", held_out, lambda a, t: impute(a, "knn", layer="holdout_train", copy="no"), TypeError, "`copy` must be True or False"),
+    ("impute-return-model-str", held_out, lambda a, t: impute(a, "autoencoder", layer="holdout_train", return_model="no"), TypeError, "`return_model` must be True or False"),
+    ("impute-progress-str", held_out, lambda a, t: impute(a, "autoencoder", layer="holdout_train", progress="yes"), TypeError, "`progress` must be True or False or None"),
+    ("impute-seed-too-large", held_out, lambda a, t: impute(a, "autoencoder", layer="holdout_train", random_state=2**32), ValueError, r"`random_state` must be at most 2\*\*32 - 1"),
+    ("impute-val-fraction-str", held_out, lambda a, t: impute(a, "autoencoder", layer="holdout_train", val_fraction="0.2"), TypeError, "`val_fraction` must be a number"),
+    ("impute-mask-fraction-none", held_out, lambda a, t: impute(a, "autoencoder", layer="holdout_train", mask_fraction=None), TypeError, "`mask_fraction` must be a number"),
+    ("impute-modalities-none", held_out, lambda a, t: impute(a, "multimodal", layer="holdout_train", modalities=None), TypeError, "`modalities` must be a modality name or a list"),
+    ("impute-one-gene", lambda a: a[:, :1].copy(), lambda a, t: impute(a, "multimodal", max_epochs=1), ValueError, r"has 1 gene\(s\)"),
+    ("load-model-none", same, lambda a, t: st.tl.load_model(None), TypeError, "`dirname` must be a folder path"),
 ]  # fmt: skip
 
 

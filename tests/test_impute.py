@@ -566,3 +566,34 @@ def test_validation_uses_only_spots_with_counts():
     assert prep.val_spots.size == 120 - empty.size
     assert not np.isin(prep.val_spots, empty).any()
     assert prep.L_val.nnz > 0 and prep.L_val[empty].nnz == 0
+
+
+def test_knn_on_a_dense_float16_layer(held):
+    held.layers["f32"] = held.layers["holdout_train"].toarray().astype(np.float32)
+    held.layers["f16"] = held.layers["f32"].astype(np.float16)
+    for layer in ("f32", "f16"):
+        st.tl.impute(held, "knn", layer=layer, key_added=f"knn_{layer}")
+    np.testing.assert_allclose(held.layers["knn_f16"], held.layers["knn_f32"], rtol=1e-6)
+
+
+def test_device_is_checked_before_image_features_are_computed(held, monkeypatch):
+    """A bad device must fail before anything is written (image features, or a view turned into an AnnData)."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    del held.obsm["X_image"]
+    view = held[: held.n_obs - 1]
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        st.tl.impute(view, "image", layer="holdout_train", device="cuda", max_epochs=1)
+    assert view.is_view and "X_image" not in held.obsm
+
+
+def test_spatial_reg_model_predicts_without_coordinates(held):
+    """The spatial regulariser is a training loss: the trained autoencoder needs no coordinates to predict."""
+    model = st.tl.impute(held, "autoencoder", layer="holdout_train", spatial_reg=1.0, max_epochs=2, return_model=True)
+    bare = held.copy()
+    del bare.obsm["spatial"]
+    model.predict(bare, layer="holdout_train", key_added="no_coords")
+    np.testing.assert_array_equal(bare.layers["no_coords"], held.layers["imputed_autoencoder"])
+    with pytest.raises(KeyError, match="or pass `spatial_reg=0`, which needs no coordinates"):
+        st.tl.impute(bare, "autoencoder", layer="holdout_train", spatial_reg=1.0, max_epochs=1)

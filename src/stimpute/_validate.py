@@ -176,6 +176,37 @@ def check_random_state(random_state: Any, *, name: str = "random_state") -> np.r
     return np.random.default_rng(int(random_state))
 
 
+def check_bool(value: Any, *, name: str, allow_none: bool = False) -> bool | None:
+    """Check that ``value`` is True or False (or None when ``allow_none``): ``"False"`` must not count as True."""
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, bool | np.bool_):
+        msg = f"`{name}` must be True or False{' or None' if allow_none else ''}, got {value!r}."
+        raise TypeError(msg)
+    return bool(value)
+
+
+def check_imputation_key(adata: AnnData, key_added: str, *, inputs: Iterable[str], methods: Iterable[str]) -> None:
+    """Refuse a ``key_added`` that would overwrite an input, or a layer or ``uns`` entry that no imputation wrote.
+
+    Re-running an imputation under its own key is fine: its ``uns[key_added]['params']['method']`` is one of
+    ``methods``. Anything else there (a holdout, image features, smoothing, the user's own data) is kept.
+    """
+    if key_added in set(inputs):
+        msg = f"`key_added={key_added!r}` would overwrite an input of this imputation; pass another name."
+        raise ValueError(msg)
+    record = adata.uns.get(key_added)
+    params = record.get("params") if isinstance(record, dict) else None
+    ours = isinstance(params, dict) and str(params.get("method")) in set(methods)
+    if not ours and (key_added in adata.uns or key_added in adata.layers):
+        where = "uns" if key_added in adata.uns else "layers"
+        msg = (
+            f"`key_added={key_added!r}` would overwrite `adata.{where}[{key_added!r}]`, which no imputation wrote; "
+            "pass another name (or delete that entry first)."
+        )
+        raise ValueError(msg)
+
+
 def check_key_string(value: Any, *, name: str, writes_uns: bool = False) -> str:
     """Check that ``value`` is a non-empty string usable as an AnnData key (used for ``key_added``).
 

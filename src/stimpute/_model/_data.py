@@ -226,7 +226,8 @@ def prepare(
         library_neighbours=library_neighbours,
     )
     modalities = config["modalities"]
-    if config.get("neighbours") or config.get("spatial_reg", 0) > 0:
+    # the spatial regulariser is a training loss: predicting without coordinates needs no graph for it
+    if config.get("neighbours") or (config.get("spatial_reg", 0) > 0 and coords is not None):
         # only spots with counts pass values on to their neighbours (see `train_spots`)
         prep.graph = spatial_graph(coords, config["n_neighbors"], sources=totals > 0)
         if config.get("neighbours"):

@@ -18,7 +18,7 @@ from anndata import AnnData
 
 from .. import _logging as logg
 from .._constants import NETWORK_METHODS
-from .._validate import check_key_string
+from .._validate import check_bool, check_imputation_key, check_key_string
 from ._checkpoint import read_weights
 from ._data import attach_projection, prepare
 from ._device import resolve_device
@@ -151,7 +151,9 @@ class ImputationModel:
             image_key = check_key_string(image_key, name="image_key")
         image_key = self.config.get("image_key", "X_image") if image_key is None else image_key
         output = self.config.get("output", "conditional") if output is None else output
-        keep_observed = (output != "normalized") if keep_observed is None else bool(keep_observed)
+        keep_observed = check_bool(keep_observed, name="keep_observed", allow_none=True)
+        keep_observed = (output != "normalized") if keep_observed is None else keep_observed
+        copy = check_bool(copy, name="copy")
         _check_output(output, self.config)
         X, coords, image = _check_inputs(
             adata,
@@ -163,8 +165,12 @@ class ImputationModel:
             max_dense_gb=float(self.config.get("max_dense_gb", 8.0)),
             n_params=sum(p.numel() for p in self.net.parameters()),
             compute_image=False,
+            training=False,
         )
         self._check_genes(adata)
+        check_imputation_key(
+            adata, key_added, inputs=["X" if layer is None else layer, image_key], methods=NETWORK_METHODS
+        )
         if "image" in self.config["modalities"] and image.shape[1] != self.config["n_image_features"]:
             msg = (
                 f"`adata.obsm[{image_key!r}]` has {image.shape[1]} features but the model was trained on "
@@ -213,7 +219,7 @@ class ImputationModel:
 
     def _needs_coords(self) -> bool:
         c = self.config
-        return "position" in c["modalities"] or bool(c.get("neighbours")) or c.get("spatial_reg", 0) > 0
+        return "position" in c["modalities"] or bool(c.get("neighbours"))  # spatial_reg: training only
 
     def _check_genes(self, adata: AnnData) -> None:
         names = list(map(str, adata.var_names))
@@ -247,6 +253,9 @@ class ImputationModel:
         overwrite
             Replace an existing saved model in ``dirname``.
         """
+        if not isinstance(dirname, str | os.PathLike):
+            msg = f"`dirname` must be a folder path (str or os.PathLike), got {dirname!r}."
+            raise TypeError(msg)
         path = Path(dirname)
         if path.exists() and not path.is_dir():
             msg = f"`dirname={str(path)!r}` exists and is not a folder; pass a folder path."
@@ -271,6 +280,9 @@ class ImputationModel:
 
 def load_model(dirname: str | os.PathLike, device: str | None = None) -> ImputationModel:
     """Load a model written by :meth:`ImputationModel.save` (``weights_only=True``)."""
+    if not isinstance(dirname, str | os.PathLike):
+        msg = f"`dirname` must be a folder path (str or os.PathLike), got {dirname!r}."
+        raise TypeError(msg)
     path = Path(dirname)
     if not (path / MODEL_FILE).exists() or not (path / CONFIG_FILE).exists():
         msg = f"{str(path)!r} holds no saved model (expected {MODEL_FILE!r} and {CONFIG_FILE!r}); save one with `model.save(dir)`."

@@ -6,6 +6,7 @@ torch is imported only inside the functions that train or load a network.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from numbers import Integral, Real
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -19,8 +20,10 @@ from .._settings import check_device_name, settings
 from .._validate import (
     as_csr,
     check_adata,
+    check_bool,
     check_choice,
     check_counts,
+    check_imputation_key,
     check_key_string,
     check_positive_int,
     get_matrix,
@@ -34,6 +37,7 @@ __all__ = ["impute", "load_model"]
 
 Method = Literal["multimodal", "autoencoder", "positional", "image", "knn"]
 METHODS = (*NETWORK_METHODS, "knn")
+MAX_SEED = 2**32 - 1
 LOSSES = ("mse", "nb", "poisson")
 OUTPUTS = ("conditional", "expected", "normalized")
 MODALITIES = ("counts", "position", "image")
@@ -312,13 +316,20 @@ def impute(
     if isinstance(random_state, bool) or not isinstance(random_state, Integral) or random_state < 0:
         msg = f"`random_state` must be a non-negative integer (CPU runs are deterministic for a fixed seed), got {random_state!r}."
         raise TypeError(msg)
+    if random_state > MAX_SEED:
+        msg = f"`random_state` must be at most 2**32 - 1 (numpy, torch and scikit-learn seeds), got {random_state}."
+        raise ValueError(msg)
     random_state = int(random_state)
-    progress = settings.progress_bar if progress is None else bool(progress)
+    progress = check_bool(progress, name="progress", allow_none=True)
+    progress = settings.progress_bar if progress is None else progress
+    keep_observed = check_bool(keep_observed, name="keep_observed", allow_none=True)
+    return_model = check_bool(return_model, name="return_model")
+    copy = check_bool(copy, name="copy")
     if method == "knn" and return_model:
         msg = "`method='knn'` trains no model; use `return_model=False` (the default)."
         raise ValueError(msg)
     opts = _method_options(method, method_kwargs)
-    keep_observed = (output != "normalized") if keep_observed is None else bool(keep_observed)
+    keep_observed = (output != "normalized") if keep_observed is None else keep_observed
     if method != "knn":
         _check_output(output, {"loss": loss, "detection": opts["detection"]})
     modalities = tuple(opts.get("modalities", _METHOD_MODALITIES.get(method, ())))
@@ -340,6 +351,12 @@ def impute(
         # the spatial_reg cache holds every output column (two per gene with a detection head)
         dense_copies=1 + ((2 if opts.get("detection") else 1) if opts.get("spatial_reg", 0.0) > 0 else 0),
     )
+    check_imputation_key(adata, key_added, inputs=["X" if layer is None else layer, image_key], methods=METHODS)
+    dev = None
+    if method != "knn":  # the device is checked before anything is written (image features, a copy)
+        from .._model._device import resolve_device
+
+        dev = resolve_device(device)
 
     if copy:
         adata = adata.copy()
@@ -382,12 +399,10 @@ def impute(
             )
             return adata if copy else None
 
-        from .._model._device import resolve_device
         from .._model._fit import fit_model
         from .._model._io import reference_library
         from .._model._train import predict
 
-        dev = resolve_device(device)
         params.update({"max_epochs": max_epochs, "batch_size": batch_size, "learning_rate": learning_rate})
         config = _network_config(method, loss, output, opts, modalities, image_key, keep_observed, max_dense_gb)
         training = {
@@ -574,6 +589,9 @@ def _method_options(method: str, kwargs: dict[str, Any]) -> dict[str, Any]:
         opts["lr_decay"] = float(v)
     for name, upper in (("val_fraction", 0.5), ("mask_fraction", 0.95), ("dropout", 0.9), ("modality_dropout", 0.9)):
         if name in opts:
+            if isinstance(opts[name], bool) or not isinstance(opts[name], Real):
+                msg = f"`{name}` must be a number, got {opts[name]!r}."
+                raise TypeError(msg)
             v = float(opts[name])
             lower_ok = v > 0 if name == "mask_fraction" else v >= 0
             if not (lower_ok and v <= upper):
@@ -588,6 +606,9 @@ def _method_options(method: str, kwargs: dict[str, Any]) -> dict[str, Any]:
         mods = opts["modalities"]
         if isinstance(mods, str):
             mods = (mods,)
+        if not isinstance(mods, Sequence):
+            msg = f"`modalities` must be a modality name or a list of them from {list(MODALITIES)}, got {mods!r}."
+            raise TypeError(msg)
         bad = [m for m in mods if m not in MODALITIES]
         if bad or len(mods) == 0:
             msg = f"`modalities` must be a non-empty subset of {list(MODALITIES)}, got {opts['modalities']!r}."
@@ -664,6 +685,7 @@ def _check_inputs(
     n_params: int,
     compute_image: bool,
     dense_copies: int = 1,
+    training: bool = True,
 ) -> tuple[sparse.spmatrix | np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Validate everything a method reads; returns (counts, coords or None, image features or None).
 
@@ -681,9 +703,12 @@ def _check_inputs(
                 f"`method={method!r}` needs spot coordinates in `adata.obsm['spatial']` (x, y), which is missing. "
                 "Read the data with `st.read_visium(path)` or set `adata.obsm['spatial']`"
             )
-            msg += (
-                "; or use `method='autoencoder'` or `'image'`, which need no coordinates." if method != "knn" else "."
-            )
+            if method == "knn":
+                msg += "."
+            elif method in ("autoencoder", "image"):  # coordinates only for the spatial regulariser
+                msg += "; or pass `spatial_reg=0`, which needs no coordinates."
+            else:
+                msg += "; or use `method='autoencoder'` or `'image'`, which need no coordinates."
             raise KeyError(msg)
         coords = spatial_coords(adata)
     elif SPATIAL_KEY in adata.obsm:
@@ -720,6 +745,14 @@ def _check_inputs(
             )
             raise KeyError(msg)
     n_obs, n_vars = adata.shape
+    if training and method != "knn":
+        if n_vars < 2:
+            msg = f"`adata` has {n_vars} gene(s); the networks impute a gene from the others, so at least 2 are needed."
+            raise ValueError(msg)
+        n_with = int((np.asarray(X.sum(axis=1), dtype=np.float64).ravel() > 0).sum())
+        if n_with < 2:
+            msg = f"Only {n_with} spot(s) of {name} have counts; at least 2 are needed to train."
+            raise ValueError(msg)
     dense_gb = dense_copies * n_obs * n_vars * 4 / 1e9
     model_gb = n_params * 4 * 4 / 1e9  # weights, gradients and two Adam moments
     if dense_gb + model_gb > max_dense_gb:
@@ -765,11 +798,11 @@ def _knn_predict(X, coords: np.ndarray, opts: dict[str, Any], output: str) -> np
     from ._knn import knn_impute_log1p, log1p_csr
 
     # spots without any count (e.g. hidden whole) are unobserved: they are predicted, not averaged in
-    has_counts = np.asarray(sparse.csr_matrix(X).sum(axis=1)).ravel() > 0
+    has_counts = np.asarray(X.sum(axis=1), dtype=np.float64).ravel() > 0
     graph = spatial_graph(coords, opts["n_neighbors"], sources=has_counts)
     if output in ("expected", "normalized"):  # plain mean of the neighbours' counts, zeros included
         out = np.empty(X.shape, dtype=np.float32)
-        C = sparse.csr_matrix(X, dtype=np.float32)
+        C = as_csr(X, np.float32)  # read only (float16 layers too)
         if output == "normalized":  # every spot scaled to the median depth first
             C = sparse.diags(_depth_scale(C, _median_total(C))) @ C
         for start in range(0, X.shape[0], 512):
