@@ -520,3 +520,15 @@ def test_big_endian_uint16_image(tmp_path):
         rgb = to_rgb_uint8(src.crops(np.array([[32.0, 32.0], [1.0, 1.0]]), 3), value_max=src.value_max)
         assert rgb[0, 3, 3].tolist() == [128, 128, 128]
         assert rgb[1, 0, 0].tolist() == [255, 255, 255]  # padding outside the image is white
+
+
+def test_several_libraries_warn(synthetic, caplog):
+    """With several sections in uns['spatial'], every spot is cut from the chosen library's image: say so."""
+    from stimpute.get._spatial import set_spatial
+
+    entry = synthetic.uns["spatial"]["synthetic"]
+    set_spatial(synthetic, "other", images={"lowres": entry["images"]["lowres"]}, scalefactors=entry["scalefactors"])
+    with pytest.raises(ValueError, match="stimpute works on one section at a time"):
+        st.pp.image_features(synthetic)
+    st.pp.image_features(synthetic, library_id="synthetic")
+    assert "every spot is cut from library 'synthetic'" in caplog.text

@@ -72,7 +72,11 @@ def library_id(adata: AnnData, library_id: str | None = None) -> str:
     spatial = _spatial_uns(adata)
     if library_id is None:
         if len(spatial) > 1:
-            msg = f"`adata.uns['spatial']` holds several libraries {list(spatial)}; pass `library_id=` to choose one."
+            msg = (
+                f"`adata.uns['spatial']` holds several libraries {list(spatial)}; stimpute works on one section at a "
+                "time: keep that section's spots (e.g. `adata[adata.obs['library_id'] == lib].copy()`) and pass "
+                "`library_id=lib`."
+            )
             raise ValueError(msg)
         return next(iter(spatial))
     if not isinstance(library_id, str):

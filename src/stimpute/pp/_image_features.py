@@ -9,7 +9,7 @@ import numpy as np
 from anndata import AnnData
 
 from .. import _logging as logg
-from .._constants import IMAGE_FEATURES_KEY
+from .._constants import IMAGE_FEATURES_KEY, SPATIAL_KEY
 from .._settings import check_device_name, settings
 from .._validate import check_adata, check_key_string, check_positive_int
 
@@ -172,6 +172,11 @@ def image_features(
     spec = prepare_tiles(
         adata, library_id=library_id, img_key=img_key, source_image=source_image, tile_scale=tile_scale
     )
+    if len(adata.uns.get(SPATIAL_KEY, {})) > 1:
+        logg.warning(
+            f"`adata.uns['spatial']` holds several libraries; every spot is cut from library {spec.library_id!r}'s "
+            "image. Keep only that section's spots if the others come from other sections."
+        )
 
     start = logg.info(
         f"computing {encoder} image features of {adata.n_obs:,} spots from {spec.source.kind} image "
