@@ -24,9 +24,7 @@ The data are read from ``$STIMPUTE_DATA`` or ``../shared/data`` (``dlpfc_1516xx/
 from __future__ import annotations
 
 import argparse
-import logging
 import os
-import re
 import sys
 import time
 from pathlib import Path
@@ -51,19 +49,6 @@ def data_dir() -> Path:
     return Path(env) if env else REPO.parent / "shared" / "data"
 
 
-class _FallbackCounter(logging.Handler):
-    """Counts `compare_clusters`'s warning that no Leiden resolution gives the asked number of clusters, per layer."""
-
-    def __init__(self):
-        super().__init__(level=logging.WARNING)
-        self.counts: dict[str, int] = {}
-
-    def emit(self, record):
-        found = re.match(r"no Leiden resolution gives \d+ clusters for layer '(.+)';", record.getMessage())
-        if found:
-            self.counts[found.group(1)] = self.counts.get(found.group(1), 0) + 1
-
-
 def run_section(section: str, n_repeats: int) -> pd.DataFrame:
     adata = ad.read_h5ad(data_dir() / f"dlpfc_{section}" / "adata.h5ad")
     st.pp.holdout(adata, fraction=0.5, strategy="entries", random_state=0)
@@ -81,8 +66,6 @@ def run_section(section: str, n_repeats: int) -> pd.DataFrame:
         names[f"{key}_normalized"] = f"multimodal readout (training seed {seed})"
         names[f"{key}_normalized_smoothed"] = f"multimodal readout smoothed alike (training seed {seed})"
     table = {}
-    fallbacks = _FallbackCounter()  # clusterings where no Leiden resolution gives 7 clusters
-    logging.getLogger("stimpute").addHandler(fallbacks)
     for method in ("leiden", "kmeans"):
         st.tl.compare_clusters(
             adata, list(names), labels_key="label", n_clusters=7, method=method, n_repeats=n_repeats, key_added="cs"
@@ -90,13 +73,21 @@ def run_section(section: str, n_repeats: int) -> pd.DataFrame:
         scores = adata.uns["cs"]["scores"]
         table[f"ari_{method}_mean"] = scores["ari_labels"]
         table[f"ari_{method}_sd"] = scores["ari_labels_sd"]
-    logging.getLogger("stimpute").removeHandler(fallbacks)
+        per_seed = adata.uns["cs"]["repeats"].groupby("layer", sort=False)
+        table[f"ari_{method}_min"] = per_seed["ari_labels"].min()
+        table[f"ari_{method}_max"] = per_seed["ari_labels"].max()
+        if method == "leiden":  # clusterings where no Leiden resolution gives 7 clusters (the closest count kept)
+            table["leiden_not_7"] = per_seed["n_clusters"].apply(lambda n: int((n != 7).sum()))
     out = pd.DataFrame(table).loc[list(names)]
-    out["leiden_not_7"] = [fallbacks.counts.get(k, 0) for k in out.index]
     out.index = [names[k] for k in out.index]
     out.index.name = "matrix"
     out.insert(0, "section", section)
     return out
+
+
+def _span(r: pd.Series, method: str) -> str:
+    lo, hi = r.get(f"ari_{method}_min"), r.get(f"ari_{method}_max")
+    return "" if lo is None or pd.isna(lo) else f"{lo:.3f}-{hi:.3f}"
 
 
 def to_markdown(table: pd.DataFrame, n_repeats: int, runtime_min: float) -> str:
@@ -114,13 +105,13 @@ def to_markdown(table: pd.DataFrame, n_repeats: int, runtime_min: float) -> str:
         lines += [
             f"## {section}",
             "",
-            "| matrix | Leiden mean | Leiden sd | k-means mean | k-means sd |",
-            "|---|---|---|---|---|",
+            "| matrix | Leiden mean | Leiden sd | Leiden min-max | k-means mean | k-means sd | k-means min-max |",
+            "|---|---|---|---|---|---|---|",
         ]
         for name, r in t.iterrows():
             lines.append(
-                f"| {name} | {r.ari_leiden_mean:.3f} | {r.ari_leiden_sd:.3f} | {r.ari_kmeans_mean:.3f} | "
-                f"{r.ari_kmeans_sd:.3f} |"
+                f"| {name} | {r.ari_leiden_mean:.3f} | {r.ari_leiden_sd:.3f} | {_span(r, 'leiden')} | "
+                f"{r.ari_kmeans_mean:.3f} | {r.ari_kmeans_sd:.3f} | {_span(r, 'kmeans')} |"
             )
         lines.append("")
     lines += ["## Reading", ""]

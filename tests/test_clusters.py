@@ -306,3 +306,25 @@ def test_leiden_search_finds_a_narrow_window_that_bisection_steps_over(monkeypat
     monkeypatch.setattr(_clusters, "_leiden_once", lambda g, r, s: np.arange(60) % (6 if r < 0.5 else 8))
     labels, res = _clusters._leiden(None, 7, 1.0, 0, "layer")
     assert np.unique(labels).size in (6, 8)
+
+
+def test_repeats_table_holds_every_clustering(tmp_path):
+    import anndata as ad
+
+    adata = st.datasets.synthetic_visium(n_spots=120, n_genes=30, random_state=0)
+    st.pp.holdout(adata, fraction=0.5, random_state=0)
+    st.tl.compare_clusters(
+        adata, ["X", "holdout_train"], method="kmeans", n_clusters=4, labels_key="domain", n_repeats=3, random_state=5
+    )
+    out = adata.uns["clusters"]
+    repeats = out["repeats"]
+    assert list(repeats["seed"]) == [5, 5, 6, 6, 7, 7] and list(repeats["layer"]) == ["X", "holdout_train"] * 3
+    by_layer = repeats.groupby("layer", sort=False)["ari_labels"]
+    np.testing.assert_allclose(by_layer.mean().loc[["X", "holdout_train"]], out["scores"]["ari_labels"])
+    np.testing.assert_allclose(by_layer.std().loc[["X", "holdout_train"]], out["scores"]["ari_labels_sd"])
+    # the first repeat is what obs holds
+    first = repeats[repeats["seed"] == 5].set_index("layer")
+    np.testing.assert_allclose(first.loc["X", "n_clusters"], out["scores"].loc["X", "n_clusters"])
+    adata.write_h5ad(tmp_path / "a.h5ad")
+    back = ad.read_h5ad(tmp_path / "a.h5ad").uns["clusters"]["repeats"]
+    pd.testing.assert_frame_equal(back, repeats)

@@ -123,6 +123,9 @@ def compare_clusters(
         ``n_clusters`` and ``resolution`` (the Leiden resolution used; NaN for k-means), and the
         standard deviations ``ari_reference_sd``, ``nmi_reference_sd``, ``ari_labels_sd``,
         ``nmi_labels_sd`` over the repeats (NaN with ``n_repeats=1``).
+    ``adata.uns['{key_added}']['repeats']``
+        One row per layer and repeat (columns ``layer``, ``seed``, the four agreement scores,
+        ``n_clusters`` and ``resolution``): the spread behind the means, e.g. the lowest and highest ARI.
     ``adata.uns['{key_added}']['params']``
         The parameters (``layers``, ``reference``, ``labels_key`` (``"none"`` when absent),
         ``n_clusters`` (-1 when absent), ...).
@@ -215,6 +218,10 @@ def compare_clusters(
     aligned, first_rows = runs[0]  # obs, n_clusters and resolution come from the first repeat
     scores = pd.DataFrame.from_dict(first_rows, orient="index")[list(SCORE_COLUMNS)]
     stacked = pd.concat([pd.DataFrame.from_dict(rows, orient="index") for _, rows in runs])
+    repeats = stacked.rename_axis("layer").reset_index()
+    repeats.insert(1, "seed", np.repeat(np.asarray(seeds, dtype=np.int64), len(layers)))
+    repeats["n_clusters"] = repeats["n_clusters"].astype(np.int64)
+    repeats = repeats[["layer", "seed", *SCORE_COLUMNS]]
     for col in AGREEMENT:
         by_layer = stacked[col].groupby(level=0, sort=False)
         scores[col] = by_layer.mean().reindex(scores.index)
@@ -241,6 +248,7 @@ def compare_clusters(
             "n_repeats": int(n_repeats),
         },
         "scores": scores,
+        "repeats": repeats,
     }
     logg.info(
         f"    finished: added {[f'{key_added}_{layer}' for layer in layers]} to `adata.obs` "
