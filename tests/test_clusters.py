@@ -328,3 +328,42 @@ def test_repeats_table_holds_every_clustering(tmp_path):
     adata.write_h5ad(tmp_path / "a.h5ad")
     back = ad.read_h5ad(tmp_path / "a.h5ad").uns["clusters"]["repeats"]
     pd.testing.assert_frame_equal(back, repeats)
+
+
+def _two_layers():
+    adata = st.datasets.synthetic_visium(n_spots=120, n_genes=30, random_state=0)
+    st.pp.holdout(adata, fraction=0.5, random_state=0)
+    return adata
+
+
+def test_key_added_never_replaces_other_records_or_columns():
+    adata = _two_layers()
+    with pytest.raises(ValueError, match=r"would overwrite `adata.uns\['holdout'\]`, which no compare_clusters wrote"):
+        st.tl.compare_clusters(adata, ["X"], method="kmeans", n_clusters=3, key_added="holdout")
+    adata.obs["clusters_X"] = adata.obs["domain"]
+    with pytest.raises(ValueError, match=r"adata.obs\['clusters_X'\]`, the labels"):
+        st.tl.compare_clusters(adata, ["X"], method="kmeans", n_clusters=3, labels_key="clusters_X")
+    with pytest.raises(ValueError, match="a column no earlier clustering wrote"):
+        st.tl.compare_clusters(adata, ["X"], method="kmeans", n_clusters=3)
+    assert "clusters" not in adata.uns
+
+
+def test_rerun_with_fewer_layers_drops_stale_columns():
+    adata = _two_layers()
+    st.tl.compare_clusters(adata, ["X", "holdout_train"], method="kmeans", n_clusters=3)
+    st.tl.compare_clusters(adata, ["X", "holdout_train"], method="kmeans", n_clusters=4)  # same key: fine
+    st.tl.compare_clusters(adata, ["X"], method="kmeans", n_clusters=3)
+    assert "clusters_X" in adata.obs and "clusters_holdout_train" not in adata.obs
+
+
+def test_bad_layers_and_seeds_are_named():
+    adata = _two_layers()
+    adata.layers["zero"] = sparse.csr_matrix(adata.shape, dtype=np.float32)
+    adata.layers["flat"] = np.ones(adata.shape, dtype=np.float32)
+    with pytest.raises(ValueError, match=r"`adata.layers\['zero'\]` has 0 gene\(s\) with any non-zero value"):
+        st.tl.compare_clusters(adata, ["X", "zero"], method="kmeans", n_clusters=3)
+    with pytest.raises(ValueError, match=r"`adata.layers\['flat'\]` has the same .*profile in every spot"):
+        st.tl.compare_clusters(adata, ["flat", "X"], n_clusters=3, n_top_genes=10)
+    with pytest.raises(ValueError, match=r"`random_state \+ n_repeats - 1` must be at most 2\*\*32 - 1"):
+        st.tl.compare_clusters(adata, ["X"], method="kmeans", n_clusters=3, random_state=2**32 - 1, n_repeats=2)
+    assert "clusters" not in adata.uns

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -167,7 +168,7 @@ def test_numpydoc_docstring(name):
 
 
 # settings ----------------------------------------------------------------------------------------
-@pytest.mark.parametrize("bad", ["gpu", "cuda:", "cuda:x", "CUDA", "cpu ", "", 0, None, "cuda:-1"])
+@pytest.mark.parametrize("bad", ["gpu", "cuda:", "cuda:x", "CUDA", "cpu ", "cpu\n", "cuda:0\n", "", 0, None, "cuda:-1"])
 def test_settings_bad_device(bad):
     before = st.settings.device
     with pytest.raises(ValueError, match=r"`settings\.device`"):
@@ -274,3 +275,44 @@ def test_cli_demo_synthetic(tmp_path, capsys):
     assert "imputed_positional_normalized_smoothed" in out  # ... smoothed, next to its bar:
     assert "holdout_train_smoothed" in out
     assert "Held-out entries" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--device", "gpu"], "`device` must be"),
+        (["--max-epochs", "0"], "must be a positive integer"),
+        (["--methods", "knnn"], "invalid choice"),
+        (["--section", "no_such_section"], "no_such_section.*not found; use 'synthetic'"),
+    ],
+)
+def test_cli_demo_bad_arguments_are_usage_errors(tmp_path, capsys, args, message):
+    """Bad arguments stop before any work with argparse's usage error (exit code 2), settings untouched."""
+    from stimpute._cli import main
+
+    before = (st.settings.device, st.settings.progress_bar, st.settings.datadir)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["demo", "--datadir", str(tmp_path), "--out", str(tmp_path / "o"), *args])
+    assert exit_info.value.code == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert (st.settings.device, st.settings.progress_bar, st.settings.datadir) == before
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_demo_out_is_a_file_and_settings_restored(tmp_path, capsys, monkeypatch):
+    from stimpute import _cli
+
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(SystemExit) as exit_info:
+        _cli.main(["demo", "--section", "synthetic", "--out", str(tmp_path / "f")])
+    assert exit_info.value.code == 2 and "exists and is not a folder" in capsys.readouterr().err
+    # an error during the run leaves the settings as they were
+    before = (st.settings.device, st.settings.progress_bar)
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(_cli, "_load", boom)
+    with pytest.raises(RuntimeError, match="boom"):
+        _cli.main(["demo", "--section", "synthetic", "--device", "cpu", "--no-progress", "--out", str(tmp_path / "o")])
+    assert (st.settings.device, st.settings.progress_bar) == before

@@ -11,19 +11,31 @@ from pathlib import Path
 __all__ = ["main"]
 
 
-def _load(section: str, datadir: Path | None):
+DEFAULT_SECTION = "dlpfc_151673"
+
+
+def _section_path(section: str | None, datadir: Path) -> Path | None:
+    """The h5ad of ``section`` (None: the default section, if present); None for the synthetic data."""
+    if section == "synthetic":
+        return None
+    path = datadir / (section or DEFAULT_SECTION) / "adata.h5ad"
+    if path.exists():
+        return path
+    if section is None:  # the default is a convenience: without the data, the synthetic section
+        print(f"[stimpute demo] {path} not found; using the synthetic dataset instead.", file=sys.stderr)
+        return None
+    found = sorted(p.parent.name for p in datadir.glob("*/adata.h5ad")) if datadir.is_dir() else []
+    msg = f"--section {section!r}: {path} not found; use 'synthetic' or one of {found} (in {datadir})."
+    raise FileNotFoundError(msg)
+
+
+def _load(path: Path | None):
     import anndata as ad
 
     from . import datasets
-    from ._settings import settings
 
-    if datadir is not None:
-        settings.datadir = datadir
-    if section != "synthetic":
-        path = settings.datadir / section / "adata.h5ad"
-        if path.exists():
-            return ad.read_h5ad(path), f"{section} ({path})"
-        print(f"[stimpute demo] {path} not found; using the synthetic dataset instead.", file=sys.stderr)
+    if path is not None:
+        return ad.read_h5ad(path), f"{path.parent.name} ({path})"
     return datasets.synthetic_visium(n_spots=900, n_genes=200, random_state=0), "synthetic (900 spots x 200 genes)"
 
 
@@ -36,19 +48,27 @@ def demo(args: argparse.Namespace) -> int:
 
     import stimpute as st
 
-    st.settings.device = args.device
-    st.settings.progress_bar = not args.no_progress
+    saved = (st.settings.device, st.settings.progress_bar)
+    try:  # the demo's settings are not left behind (also on error)
+        st.settings.device = args.device
+        st.settings.progress_bar = not args.no_progress
+        return _run_demo(args, st, pd)
+    finally:
+        st.settings.device, st.settings.progress_bar = saved
+
+
+def _run_demo(args: argparse.Namespace, st, pd) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    adata, name = _load(args.section, Path(args.datadir) if args.datadir else None)
+    adata, name = _load(args.section_path)
     print(f"[stimpute demo] data: {name}: {adata.n_obs} spots x {adata.n_vars} genes")
 
     st.pp.holdout(adata, fraction=0.5, strategy="entries", random_state=args.seed)
     layers, cluster_layers = [], []
     for method in args.methods:
         key = f"imputed_{method}"
-        kwargs = {"max_epochs": args.max_epochs} if args.max_epochs and method != "knn" else {}
+        kwargs = {"max_epochs": args.max_epochs} if args.max_epochs is not None and method != "knn" else {}
         model = st.tl.impute(
             adata,
             method=method,
@@ -95,9 +115,19 @@ def demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        msg = f"must be a positive integer, got {value}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``stimpute`` command line."""
     from . import __version__
+    from ._settings import check_device_name, settings
+    from .tl._impute import METHODS
 
     parser = argparse.ArgumentParser(prog="stimpute", description="Multimodal imputation of spatial transcriptomics.")
     parser.add_argument("--version", action="version", version=f"stimpute {__version__}")
@@ -105,16 +135,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = sub.add_parser(
         "demo", help="holdout -> impute -> evaluate -> cluster comparison on a real or synthetic section"
     )
-    p.add_argument("--section", default="dlpfc_151673", help="folder in the data directory, or 'synthetic'")
+    p.add_argument(
+        "--section",
+        default=None,
+        help=f"folder in the data directory, or 'synthetic' (default: {DEFAULT_SECTION}, or the synthetic data "
+        "when it is not there)",
+    )
     p.add_argument("--datadir", default=None, help="data directory (default: $STIMPUTE_DATA or ../shared/data)")
-    p.add_argument("--methods", nargs="+", default=["knn", "multimodal"], help="imputation methods to run")
-    p.add_argument("--max-epochs", type=int, default=None, help="cap training epochs (default: the method's own)")
+    p.add_argument(
+        "--methods", nargs="+", default=["knn", "multimodal"], choices=METHODS, help="imputation methods to run"
+    )
+    p.add_argument(
+        "--max-epochs", type=_positive_int, default=None, help="cap training epochs (default: the method's own)"
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="stimpute_demo", help="output folder for the PNG and the scores CSV")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     args = parser.parse_args(argv)
     if args.command == "demo":
+        args.methods = list(dict.fromkeys(args.methods))  # each method once
+        try:
+            check_device_name(args.device)
+        except (TypeError, ValueError) as err:
+            p.error(str(err))
+        if Path(args.out).exists() and not Path(args.out).is_dir():
+            p.error(f"--out {args.out!r} exists and is not a folder.")
+        datadir = Path(args.datadir) if args.datadir else settings.datadir
+        try:
+            args.section_path = _section_path(args.section, datadir)
+        except FileNotFoundError as err:
+            p.error(str(err))
         return demo(args)
     parser.print_help()
     return 0

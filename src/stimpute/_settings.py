@@ -120,7 +120,7 @@ class Settings:
 
 def check_device_name(value: object, name: str = "device") -> str:
     """Validate a device string without importing torch."""
-    if not isinstance(value, str) or not _DEVICE_RE.match(value):
+    if not isinstance(value, str) or not _DEVICE_RE.fullmatch(value):
         msg = f"`{name}` must be 'auto', 'cpu', 'cuda', 'cuda:<index>' or 'mps', got {value!r}."
         raise ValueError(msg)
     return value

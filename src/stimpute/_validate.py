@@ -186,22 +186,35 @@ def check_bool(value: Any, *, name: str, allow_none: bool = False) -> bool | Non
     return bool(value)
 
 
-def check_imputation_key(adata: AnnData, key_added: str, *, inputs: Iterable[str], methods: Iterable[str]) -> None:
-    """Refuse a ``key_added`` that would overwrite an input, or a layer or ``uns`` entry that no imputation wrote.
+def owns_record(adata: AnnData, key: str, methods: Iterable[str]) -> bool:
+    """Whether ``adata.uns[key]`` was written by a function whose ``params['method']`` is one of ``methods``."""
+    record = adata.uns.get(key)
+    params = record.get("params") if isinstance(record, dict) else None
+    return isinstance(params, dict) and str(params.get("method")) in set(methods)
 
-    Re-running an imputation under its own key is fine: its ``uns[key_added]['params']['method']`` is one of
+
+def check_output_key(
+    adata: AnnData,
+    key_added: str,
+    *,
+    inputs: Iterable[str],
+    methods: Iterable[str],
+    writer: str = "imputation",
+    writes_layer: bool = True,
+) -> None:
+    """Refuse a ``key_added`` that would overwrite an input, or a layer or ``uns`` entry that ``writer`` did not write.
+
+    Re-running under the function's own key is fine: its ``uns[key_added]['params']['method']`` is one of
     ``methods``. Anything else there (a holdout, image features, smoothing, the user's own data) is kept.
     """
     if key_added in set(inputs):
-        msg = f"`key_added={key_added!r}` would overwrite an input of this imputation; pass another name."
+        msg = f"`key_added={key_added!r}` would overwrite an input of this {writer}; pass another name."
         raise ValueError(msg)
-    record = adata.uns.get(key_added)
-    params = record.get("params") if isinstance(record, dict) else None
-    ours = isinstance(params, dict) and str(params.get("method")) in set(methods)
-    if not ours and (key_added in adata.uns or key_added in adata.layers):
+    taken = key_added in adata.uns or (writes_layer and key_added in adata.layers)
+    if taken and not owns_record(adata, key_added, methods):
         where = "uns" if key_added in adata.uns else "layers"
         msg = (
-            f"`key_added={key_added!r}` would overwrite `adata.{where}[{key_added!r}]`, which no imputation wrote; "
+            f"`key_added={key_added!r}` would overwrite `adata.{where}[{key_added!r}]`, which no {writer} wrote; "
             "pass another name (or delete that entry first)."
         )
         raise ValueError(msg)

@@ -18,7 +18,7 @@ from anndata import AnnData
 
 from .. import _logging as logg
 from .._constants import NETWORK_METHODS
-from .._validate import check_bool, check_imputation_key, check_key_string
+from .._validate import check_bool, check_key_string, check_output_key
 from ._checkpoint import read_weights
 from ._data import attach_projection, prepare
 from ._device import resolve_device
@@ -168,9 +168,7 @@ class ImputationModel:
             training=False,
         )
         self._check_genes(adata)
-        check_imputation_key(
-            adata, key_added, inputs=["X" if layer is None else layer, image_key], methods=NETWORK_METHODS
-        )
+        check_output_key(adata, key_added, inputs=["X" if layer is None else layer, image_key], methods=NETWORK_METHODS)
         if "image" in self.config["modalities"] and image.shape[1] != self.config["n_image_features"]:
             msg = (
                 f"`adata.obsm[{image_key!r}]` has {image.shape[1]} features but the model was trained on "

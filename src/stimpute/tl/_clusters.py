@@ -19,6 +19,7 @@ from .._validate import (
     check_choice,
     check_key_string,
     check_layer,
+    check_output_key,
     check_positive_int,
     check_real_matrix,
     get_matrix,
@@ -33,6 +34,7 @@ _MAX_BISECTIONS = 30
 _SCAN_STEPS = 64  # resolutions scanned when bisection steps over the target count
 _SCAN_LEVELS = 3  # scans, each over the span where the counts came closest to the target (64x finer each time)
 _MAX_RESOLUTION = 64.0
+MAX_SEED = 2**32 - 1
 
 
 def compare_clusters(
@@ -181,6 +183,17 @@ def compare_clusters(
         msg = f"`random_state` must be a non-negative integer or None, got {random_state!r}."
         raise TypeError(msg)
     n_repeats = check_positive_int(n_repeats, name="n_repeats")
+    if (0 if random_state is None else int(random_state)) + n_repeats - 1 > MAX_SEED:
+        msg = f"`random_state + n_repeats - 1` must be at most 2**32 - 1 (numpy's seeds), got {random_state!r}."
+        raise ValueError(msg)
+    check_output_key(adata, key_added, inputs=[], methods=METHODS, writer="compare_clusters", writes_layer=False)
+    previous = adata.uns[key_added]["params"]["layers"] if key_added in adata.uns else []
+    for layer in layers:  # the obs columns written must not replace the labels or someone else's column
+        col = f"{key_added}_{layer}"
+        if col == labels_key or (col in adata.obs and layer not in list(previous)):
+            what = "the labels (`labels_key`)" if col == labels_key else "a column no earlier clustering wrote"
+            msg = f"`key_added={key_added!r}` would overwrite `adata.obs[{col!r}]`, {what}; pass another `key_added`."
+            raise ValueError(msg)
     if adata.n_obs < 3:
         msg = f"`adata` has {adata.n_obs} spots; clustering needs at least 3."
         raise ValueError(msg)
@@ -229,6 +242,9 @@ def compare_clusters(
     scores["n_clusters"] = scores["n_clusters"].astype(np.int64)
     scores.index.name = "layer"
 
+    for layer in previous:  # columns of an earlier call under this key that this call does not rewrite
+        if layer not in layers and f"{key_added}_{layer}" in adata.obs:
+            del adata.obs[f"{key_added}_{layer}"]
     for layer in layers:
         ids = aligned[layer]
         categories = [str(i) for i in range(int(ids.max()) + 1) if (ids == i).any()]
@@ -280,13 +296,15 @@ def _check_layers(adata: AnnData, layers) -> list[str]:
 def _check_values(M, layer: str) -> None:
     where = "adata.X" if layer == "X" else f"adata.layers[{layer!r}]"
     vals = check_real_matrix(M, where, purpose="clustering needs finite counts")
-    if vals.size == 0:
-        return
-    if vals.min() < 0:
+    if vals.size and vals.min() < 0:
         msg = (
             f"`{where}` contains negative values (min {vals.min()}); clustering normalises counts, so clip "
             "the layer at 0 first (for example `np.clip(layer, 0, None)`)."
         )
+        raise ValueError(msg)
+    expressed = int((np.asarray((M != 0).sum(axis=0)).ravel() > 0).sum())
+    if expressed < 2:
+        msg = f"`{where}` has {expressed} gene(s) with any non-zero value; clustering needs at least two."
         raise ValueError(msg)
 
 
@@ -312,7 +330,13 @@ def _cluster_and_score(
     labels_of: dict[str, np.ndarray] = {}
     resolution_of: dict[str, float] = {}
     for layer in layers:
-        pca = _pca(get_matrix(adata, layer), n_top_genes=n_top_genes, n_pcs=n_pcs, random_state=random_state)
+        pca = _pca(
+            get_matrix(adata, layer),
+            n_top_genes=n_top_genes,
+            n_pcs=n_pcs,
+            random_state=random_state,
+            where="`adata.X`" if layer == "X" else f"`adata.layers[{layer!r}]`",
+        )
         if method == "kmeans":
             labels_of[layer] = _kmeans(pca, n_clusters, random_state)
             resolution_of[layer] = float("nan")
@@ -340,7 +364,7 @@ def _cluster_and_score(
     return aligned, rows
 
 
-def _pca(M, *, n_top_genes: int, n_pcs: int, random_state: int | None) -> np.ndarray:
+def _pca(M, *, n_top_genes: int, n_pcs: int, random_state: int | None, where: str = "a layer") -> np.ndarray:
     """normalize_total -> log1p -> HVG (seurat) -> PCA on a private float32 copy of ``M``."""
     import scanpy as sc
 
@@ -348,7 +372,7 @@ def _pca(M, *, n_top_genes: int, n_pcs: int, random_state: int | None) -> np.nda
     expressed = np.asarray((X != 0).sum(axis=0)).ravel() > 0
     if not expressed.all():
         X = X[:, expressed]
-    if X.shape[1] < 2:
+    if X.shape[1] < 2:  # checked per layer by `_check_values`; kept for direct callers
         msg = "a layer has fewer than two expressed genes; nothing to cluster on."
         raise ValueError(msg)
     tmp = AnnData(X)
@@ -357,6 +381,11 @@ def _pca(M, *, n_top_genes: int, n_pcs: int, random_state: int | None) -> np.nda
         warnings.filterwarnings("ignore", message="Some cells have zero counts", category=UserWarning)
         sc.pp.normalize_total(tmp)
     sc.pp.log1p(tmp)
+    spread = np.asarray(tmp.X.max(axis=0).toarray() if sparse.issparse(tmp.X) else tmp.X.max(axis=0)).ravel()
+    spread = spread - np.asarray(tmp.X.min(axis=0).toarray() if sparse.issparse(tmp.X) else tmp.X.min(axis=0)).ravel()
+    if not (spread > 0).any():  # every gene equal in every spot (HVG selection would fail inside scanpy)
+        msg = f"{where} has the same (depth-normalised) profile in every spot; there is nothing to cluster."
+        raise ValueError(msg)
     if n_top_genes < tmp.n_vars:
         sc.pp.highly_variable_genes(tmp, n_top_genes=n_top_genes, flavor="seurat", subset=True)
     n_comps = int(min(n_pcs, tmp.n_obs - 1, tmp.n_vars - 1))

@@ -23,8 +23,8 @@ from .._validate import (
     check_bool,
     check_choice,
     check_counts,
-    check_imputation_key,
     check_key_string,
+    check_output_key,
     check_positive_int,
     get_matrix,
 )
@@ -351,7 +351,7 @@ def impute(
         # the spatial_reg cache holds every output column (two per gene with a detection head)
         dense_copies=1 + ((2 if opts.get("detection") else 1) if opts.get("spatial_reg", 0.0) > 0 else 0),
     )
-    check_imputation_key(adata, key_added, inputs=["X" if layer is None else layer, image_key], methods=METHODS)
+    check_output_key(adata, key_added, inputs=["X" if layer is None else layer, image_key], methods=METHODS)
     dev = None
     if method != "knn":  # the device is checked before anything is written (image features, a copy)
         from .._model._device import resolve_device
