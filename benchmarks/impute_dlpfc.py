@@ -76,7 +76,7 @@ def cluster_scores(adata: ad.AnnData, layers: list[str]) -> pd.DataFrame:
 def cluster_seed_means(adata: ad.AnnData, layers: list[str]) -> pd.DataFrame:
     """Mean and spread of the ARI over CLUSTER_SEEDS (`compare_clusters(n_repeats=...)`): one seed is not enough.
 
-    The Leiden ARI of one matrix moves by up to 0.16 between clustering seeds on these sections (and even
+    The Leiden ARI of one matrix moves by up to 0.2 between clustering seeds on these sections (`cluster_seeds.md`) (and even
     with float rounding differences of the input), so every cluster claim compares these means.
     """
     out = pd.DataFrame(index=layers)
