@@ -532,3 +532,19 @@ def test_several_libraries_warn(synthetic, caplog):
         st.pp.image_features(synthetic)
     st.pp.image_features(synthetic, library_id="synthetic")
     assert "every spot is cut from library 'synthetic'" in caplog.text
+
+
+def test_damaged_source_images(synthetic, tmp_path):
+    """A truncated JPEG or a non-TIFF '.tif' is a ValueError naming `source_image`, not PIL's or tifffile's error."""
+    hires = st.get.image(synthetic)
+    scalef = st.get.scale_factor(synthetic)
+    size = (round(hires.shape[1] / scalef), round(hires.shape[0] / scalef))
+    full = np.asarray(Image.fromarray(hires).resize(size))
+    Image.fromarray(full).save(tmp_path / "full.jpg")
+    data = (tmp_path / "full.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
+    (tmp_path / "bad.tif").write_text("not a tiff")
+    for name, match in (("cut.jpg", "could not be decoded"), ("bad.tif", "is not a TIFF file")):
+        with pytest.raises(ValueError, match=rf"`source_image=.*{name}'` {match}"):
+            st.pp.image_features(synthetic, source_image=tmp_path / name, progress=False)
+        assert "X_image" not in synthetic.obsm

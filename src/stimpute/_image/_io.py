@@ -258,7 +258,11 @@ class _PILSource(_BoxSource):
         if self._loaded:
             return
         with _pil_pixel_limit():
-            self._im.load()
+            try:
+                self._im.load()
+            except OSError as err:  # e.g. "image file is truncated"
+                msg = f"`source_image={str(self.path)!r}` could not be decoded ({err}); the file may be damaged."
+                raise ValueError(msg) from err
             if self._convert:
                 self._im = self._im.convert("RGB")
         self._loaded = True
@@ -361,9 +365,13 @@ def open_file(path: str | os.PathLike) -> ImageSource:
 def _open_tiff(path: Path) -> ImageSource:
     import tifffile
 
-    with tifffile.TiffFile(path) as tif:
-        series = tif.series[0]
-        axes, shape = series.axes, tuple(series.shape)
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            axes, shape = series.axes, tuple(series.shape)
+    except tifffile.TiffFileError as err:
+        msg = f"`source_image={str(path)!r}` is not a TIFF file tifffile can read ({err})."
+        raise ValueError(msg) from err
     # drop leading singleton axes such as a one-plane Z or T
     while len(axes) > 2 and axes[0] not in "YSC" and shape[0] == 1:
         axes, shape = axes[1:], shape[1:]
