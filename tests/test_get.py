@@ -208,3 +208,29 @@ def test_accessors_her2st(her2st_dir, shared_datadir):
     # r is about 0.99 when aligned, below 0.35 with x/y swapped or a 150 px shift
     for c in range(3):
         assert np.corrcoef(from_jpg[:, c], from_hires[:, c])[0, 1] > 0.95
+
+
+def test_spot_crops_validates_its_inputs(synthetic):
+    img = st.get.image(synthetic)
+    scalef = st.get.scale_factor(synthetic)
+    for scale in (0, -0.2, float("nan")):
+        with pytest.raises(ValueError, match="`scale` must be a positive number"):
+            st.get.spot_crops(synthetic, img=img, scale=scale)
+    with pytest.raises(ValueError, match="`scale` is only used together with `img`"):
+        st.get.spot_crops(synthetic, scale=1.0)
+    for bad in (img.tolist(), img[None]):
+        with pytest.raises(TypeError, match="`img` must be a numpy array"):
+            st.get.spot_crops(synthetic, img=bad, scale=scalef)
+    with pytest.raises(TypeError, match="`cval` must be a finite number"):
+        st.get.spot_crops(synthetic, cval=float("nan"))
+    with pytest.raises(ValueError, match="does not fit the image's dtype uint8"):
+        st.get.spot_crops(synthetic, cval=-1)
+    one = st.get.spot_crops(synthetic, obs_names=synthetic.obs_names[0])  # a single name, not its characters
+    np.testing.assert_array_equal(one, st.get.spot_crops(synthetic)[:1])
+    # numpy scalars are numbers
+    np.testing.assert_array_equal(
+        st.get.spot_crops(synthetic, spot_scale=np.float32(1.5)), st.get.spot_crops(synthetic, spot_scale=1.5)
+    )
+    synthetic.obs_names = ["s"] * synthetic.n_obs
+    with pytest.raises(ValueError, match="obs_names_make_unique"):
+        st.get.spot_crops(synthetic, obs_names=["s"])

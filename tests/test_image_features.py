@@ -548,3 +548,9 @@ def test_damaged_source_images(synthetic, tmp_path):
         with pytest.raises(ValueError, match=rf"`source_image=.*{name}'` {match}"):
             st.pp.image_features(synthetic, source_image=tmp_path / name, progress=False)
         assert "X_image" not in synthetic.obsm
+
+
+def test_very_large_tile_scale_keeps_a_spot_disc(synthetic):
+    """tile_scale so large that the spot is under one pixel of the tile: the disc keeps the centre (was an IndexError)."""
+    st.pp.image_features(synthetic, tile_size=16, tile_scale=np.float32(12), progress=False)
+    assert np.isfinite(synthetic.obsm["X_image"]).all()

@@ -365,3 +365,29 @@ def test_genes_and_holdout_accept_list_likes(syn):
     syn.var_names = ["dup", "dup", *syn.var_names[2:]]
     with pytest.raises(ValueError, match="var_names_make_unique"):
         st.pl.genes(syn, "gene_0005")
+
+
+@pytest.mark.parametrize(
+    ("convert", "grey"),
+    [
+        (lambda im: im.mean(axis=-1).astype(np.uint8), True),
+        (lambda im: np.dstack([im.mean(axis=-1).astype(np.uint8), np.full(im.shape[:2], 255, np.uint8)]), True),
+        (lambda im: im.astype(np.float32), False),  # floats in [0, 255]
+        (lambda im: im.astype(np.uint16) * np.uint16(257), False),  # 16 bit
+    ],
+)
+def test_maps_draw_any_stored_image_like_the_tiles(syn, convert, grey):
+    """The image behind spatial maps goes through the tiles' conversion: grey is grey, 16 bit and 0-255 floats
+    are not saturated to white, grey+alpha draws (matplotlib refused it)."""
+    lib, key = st.get.library_id(syn), st.get.img_key(syn)
+
+    def shown():
+        ax = st.pl.genes(syn, "gene_0000", "X", show=False)
+        return np.asarray(ax.get_images()[0].get_array())
+
+    reference = shown().astype(np.float64)
+    syn.uns["spatial"][lib]["images"][key] = convert(syn.uns["spatial"][lib]["images"][key])
+    now = shown()
+    assert now.dtype == np.uint8 and now.shape == reference.shape
+    want = np.repeat(reference.mean(axis=-1, keepdims=True), 3, axis=-1) if grey else reference
+    assert np.abs(now - want).max() <= 1.0

@@ -56,7 +56,8 @@ def handcrafted_features(tiles: np.ndarray, *, tile_scale: float = 1.0) -> np.nd
 
     yy, xx = np.mgrid[0:side, 0:side]
     centre = (side - 1) / 2
-    spot_radius = min(side / 2, side / (2 * tile_scale))
+    # at least the centre pixel(s): a very large tile_scale would otherwise leave the disc empty
+    spot_radius = max(min(side / 2, side / (2 * tile_scale)), 0.75)
     disc = ((yy - centre) ** 2 + (xx - centre) ** 2 <= spot_radius**2).ravel()
     parts = [_region_stats(channels), _region_stats(channels[:, :, disc])]
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from numbers import Real
 
 import numpy as np
 from anndata import AnnData
@@ -96,7 +97,7 @@ def prepare_tiles(
     ``metadata['source_image_path']`` when ``img_key`` is None and the file exists, else the stored image
     ``img_key`` (default: ``hires``, then ``lowres``). Raises before anything is decoded.
     """
-    if not (isinstance(tile_scale, int | float) and not isinstance(tile_scale, bool) and np.isfinite(tile_scale)):
+    if not (isinstance(tile_scale, Real) and not isinstance(tile_scale, bool) and np.isfinite(tile_scale)):
         msg = f"`tile_scale` must be a positive number, got {tile_scale!r}."
         raise TypeError(msg)
     if tile_scale <= 0:
@@ -111,6 +112,9 @@ def prepare_tiles(
     coords = _spatial.spatial_coords(adata)
     names = np.asarray(adata.obs_names)
     if obs_names is not None:
+        if not adata.obs_names.is_unique:
+            msg = "`adata.obs_names` are not unique; run `adata.obs_names_make_unique()` to pick spots by name."
+            raise ValueError(msg)
         idx = adata.obs_names.get_indexer(list(obs_names))
         if (idx < 0).any():
             missing = [n for n, i in zip(obs_names, idx, strict=True) if i < 0][:5]

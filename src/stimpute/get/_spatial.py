@@ -17,6 +17,7 @@ Image pixel coordinates are full-resolution coordinates times ``tissue_{img_key}
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from numbers import Real
 from typing import Any
 
 import numpy as np
@@ -370,11 +371,26 @@ def spot_crops(
     >>> crops.shape[0], crops.shape[1] == crops.shape[2]
     (100, True)
     """
-    if not (isinstance(spot_scale, int | float) and np.isfinite(spot_scale) and spot_scale > 0):
+    if not _positive(spot_scale):
         msg = f"`spot_scale` must be a positive number, got {spot_scale!r}."
         raise ValueError(msg)
+    if img is None and scale is not None:
+        msg = "`scale` is only used together with `img` (the factor from full-resolution pixels to `img` pixels)."
+        raise ValueError(msg)
+    if img is not None:
+        if not isinstance(img, np.ndarray) or img.ndim not in (2, 3):
+            msg = f"`img` must be a numpy array of shape (height, width) or (height, width, channels), got {img!r:.80}."
+            raise TypeError(msg)
+        if scale is not None and not _positive(scale):
+            msg = f"`scale` must be a positive number (image pixels per full-resolution pixel), got {scale!r}."
+            raise ValueError(msg)
     coords = spatial_coords(adata)
     if obs_names is not None:
+        if isinstance(obs_names, str):
+            obs_names = [obs_names]
+        if not adata.obs_names.is_unique:
+            msg = "`adata.obs_names` are not unique; run `adata.obs_names_make_unique()` to pick spots by name."
+            raise ValueError(msg)
         idx = adata.obs_names.get_indexer(list(obs_names))
         if (idx < 0).any():
             missing = [n for n, i in zip(obs_names, idx, strict=True) if i < 0][:5]
@@ -387,9 +403,22 @@ def spot_crops(
     elif scale is None:
         msg = "`scale` is required together with `img` (the factor from full-resolution pixels to `img` pixels)."
         raise ValueError(msg)
+    dtype = np.asarray(img).dtype
+    if isinstance(cval, bool) or not isinstance(cval, Real) or not np.isfinite(cval):
+        msg = f"`cval` must be a finite number, got {cval!r}."
+        raise TypeError(msg)
+    if np.issubdtype(dtype, np.integer) and not (
+        float(cval).is_integer() and np.iinfo(dtype).min <= cval <= np.iinfo(dtype).max
+    ):
+        msg = f"`cval={cval!r}` does not fit the image's dtype {dtype} (an integer in its range)."
+        raise ValueError(msg)
     diameter = spot_diameter(adata, library_id, "fullres") * float(scale)
     radius = max(1, int(round(diameter * spot_scale / 2)))
     return crop_centred(img, coords * float(scale), radius, cval=cval)
+
+
+def _positive(value) -> bool:
+    return not isinstance(value, bool) and isinstance(value, Real) and bool(np.isfinite(value)) and value > 0
 
 
 def crop_centred(img: np.ndarray, centres_xy: np.ndarray, radius: int, *, cval: float = 0) -> np.ndarray:

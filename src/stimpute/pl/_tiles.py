@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from numbers import Real
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -93,7 +94,7 @@ def tiles(
 
     check_adata(adata)
     ncols = check_ncols(ncols)
-    if not (isinstance(panel_size, int | float) and not isinstance(panel_size, bool) and 0 < panel_size < np.inf):
+    if not (isinstance(panel_size, Real) and not isinstance(panel_size, bool) and 0 < panel_size < np.inf):
         msg = f"`panel_size` must be a positive number of inches, got {panel_size!r}."
         raise ValueError(msg)
     if obs_names is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from numbers import Real
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -65,7 +66,7 @@ def spatial_canvas(
     """
     coords = get.spatial_coords(adata)  # KeyError naming obsm['spatial'] when missing
     if spot_size is not None and (
-        isinstance(spot_size, bool) or not isinstance(spot_size, int | float) or not 0 < spot_size < np.inf
+        isinstance(spot_size, bool) or not isinstance(spot_size, Real) or not 0 < spot_size < np.inf
     ):
         msg = f"`spot_size` must be a positive number (spot diameter in full-resolution pixels), got {spot_size!r}."
         raise ValueError(msg)
@@ -92,7 +93,7 @@ def spatial_canvas(
         r0, r1 = max(0, int(np.floor(y0))), min(h, int(np.ceil(y1)) + 1)
         c0, c1 = max(0, int(np.floor(x0))), min(w, int(np.ceil(x1)) + 1)
         if r1 > r0 and c1 > c0:
-            img = img[r0:r1, c0:c1]
+            img = _displayable(img[r0:r1, c0:c1])
             extent = (c0 - 0.5, c1 - 0.5, r1 - 0.5, r0 - 0.5)
         else:  # spots outside the image: draw no image
             img = None
@@ -196,6 +197,19 @@ def make_axes(
     for extra in flat[n_panels:]:
         extra.remove()
     return fig, flat[:n_panels], True
+
+
+def _displayable(img: np.ndarray) -> np.ndarray:
+    """Any stored image (grey, grey + alpha, RGB(A); uint8, uint16, bool, floats in [0, 1] or [0, 255]) as RGB uint8.
+
+    The conversions of the tiles (``st.pp.image_features``, ``st.pl.tiles``), so the maps show what the features see.
+    """
+    from .._image._io import to_rgb_uint8
+
+    a = np.asarray(img)
+    tiles = a[None, ..., None] if a.ndim == 2 else a[None]
+    value_max = float(np.nanmax(a)) if np.issubdtype(a.dtype, np.floating) and a.size else 255.0
+    return to_rgb_uint8(tiles, value_max=value_max)[0]
 
 
 def check_ax(ax: Axes | Sequence[Axes] | None, n_panels: int, *, name: str = "ax") -> list[Axes] | None:
