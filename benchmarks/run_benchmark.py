@@ -513,6 +513,7 @@ def run_protocol(name, adata, protocol, methods, cfg, emit) -> None:
                 for key in ["bench_pred", *added]:
                     if key in adata.layers:
                         del adata.layers[key]
+                    adata.uns.pop(key, None)  # its record names the split it was made on (st.tl.evaluate checks)
                 pred = None
             if label in acc and label not in status and len(acc[label]) == i + 1:
                 print(

@@ -310,3 +310,29 @@ def test_evaluate_on_a_view_leaves_the_parent_alone():
     pd.testing.assert_frame_equal(adata.uns["holdout"]["scores"], parent)
     with pytest.raises(ValueError, match="nothing to score"):
         st.tl.evaluate(adata, [], baselines=False)
+
+
+def test_evaluate_refuses_leaked_and_stale_layers(tmp_path):
+    """Honest scores only: a layer computed from the matrix that still holds the hidden entries, or on an
+    earlier split, is refused; chains of derived layers (smoothing an imputation) carry their split."""
+    adata = st.datasets.synthetic_visium(n_spots=150, n_genes=30, random_state=0)
+    st.pp.holdout(adata, fraction=0.5, random_state=0)
+    st.tl.impute(adata, "knn", layer="holdout_train", key_added="honest")
+    st.pp.spatial_smooth(adata, "honest", key_added="honest_smoothed")
+    st.tl.impute(adata, "knn", key_added="from_X")  # layer=None: X still holds the hidden entries
+    st.pp.spatial_smooth(adata, None, key_added="X_smoothed")
+    st.tl.evaluate(adata, ["honest", "honest_smoothed"])
+    for leaked in ("from_X", "X_smoothed"):
+        with pytest.raises(ValueError, match="still holds the entries `st.pp.holdout` hid"):
+            st.tl.evaluate(adata, [leaked])
+    # the same split again (same seed) is the same split; another seed makes the layers stale
+    st.pp.holdout(adata, fraction=0.5, random_state=0)
+    st.tl.evaluate(adata, ["honest", "honest_smoothed"])
+    st.pp.holdout(adata, fraction=0.5, random_state=1)
+    for stale in ("honest", "honest_smoothed"):
+        with pytest.raises(ValueError, match="computed on an earlier split"):
+            st.tl.evaluate(adata, [stale])
+    st.tl.impute(adata, "knn", layer="holdout_train", key_added="honest")
+    adata.write_h5ad(tmp_path / "a.h5ad")
+    back = ad.read_h5ad(tmp_path / "a.h5ad")
+    assert st.tl.evaluate(back, ["honest"]).loc["honest", "n_hidden"] > 0

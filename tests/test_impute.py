@@ -597,3 +597,12 @@ def test_spatial_reg_model_predicts_without_coordinates(held):
     np.testing.assert_array_equal(bare.layers["no_coords"], held.layers["imputed_autoencoder"])
     with pytest.raises(KeyError, match="or pass `spatial_reg=0`, which needs no coordinates"):
         st.tl.impute(bare, "autoencoder", layer="holdout_train", spatial_reg=1.0, max_epochs=1)
+
+
+def test_non_integer_input_is_flagged(held, caplog):
+    held.layers["lognorm"] = np.log1p(held.layers["holdout_train"].toarray()).astype(np.float32)
+    st.tl.impute(held, "knn", layer="lognorm", key_added="k")
+    assert "holds non-integer values; the models expect raw counts" in caplog.text
+    caplog.clear()
+    st.tl.impute(held, "knn", layer="holdout_train", key_added="k2")
+    assert "non-integer" not in caplog.text

@@ -32,7 +32,12 @@ def test_matches_brute_force_and_keeps_format(synthetic, as_sparse):
     # the input is untouched; parameters are recorded
     after = synthetic.layers["counts"]
     assert (sparse.csr_matrix(after) != sparse.csr_matrix(before)).nnz == 0
-    assert synthetic.uns["counts_smoothed"]["params"] == {"layer": "counts", "n_neighbors": 4, "spatial_key": "spatial"}
+    assert synthetic.uns["counts_smoothed"]["params"] == {
+        "layer": "counts",
+        "n_neighbors": 4,
+        "spatial_key": "spatial",
+        "holdout_id": "none",  # not derived from a holdout's training layer
+    }
 
 
 def test_smoothing_keeps_totals_of_a_constant_and_lowers_spot_noise(synthetic):

@@ -18,6 +18,7 @@ from anndata import AnnData
 
 from .. import _logging as logg
 from .._constants import NETWORK_METHODS
+from .._lineage import holdout_id_of
 from .._validate import check_bool, check_key_string, check_output_key
 from ._checkpoint import read_weights
 from ._data import attach_projection, prepare
@@ -128,7 +129,8 @@ class ImputationModel:
             Keep the observed non-zero values (rescaled to the reference depth for ``"normalized"``);
             ``None``: ``True`` except for ``output="normalized"``.
         output
-            ``"conditional"`` or ``"expected"`` (see :func:`stimpute.tl.impute`); default: as in training.
+            ``"conditional"``, ``"normalized"`` or ``"expected"`` (see :func:`stimpute.tl.impute`); default: as
+            in training.
         copy
             Return a modified copy instead of writing to ``adata``.
 
@@ -194,6 +196,7 @@ class ImputationModel:
         params.update(
             {
                 "layer": "X" if layer is None else layer,
+                "holdout_id": holdout_id_of(adata, layer),
                 "keep_observed": keep_observed,
                 "image_key": image_key,
                 "output": output,
@@ -211,7 +214,7 @@ class ImputationModel:
             extra={"fusion_weights": self.fusion_weights, "trained": False},
         )
         logg.info(
-            f"    imputed with a loaded {self.method} model: added `adata.layers[{key_added!r}]`", time_start=start
+            f"    imputed with the trained {self.method} model: added `adata.layers[{key_added!r}]`", time_start=start
         )
         return adata if copy else None
 

@@ -11,6 +11,7 @@ from scipy import sparse
 
 from .. import _logging as logg
 from .._constants import HIDDEN_SPOT_SUFFIX, TEST_SUFFIX, TRAIN_SUFFIX
+from .._lineage import split_id
 from .._validate import (
     check_adata,
     check_choice,
@@ -211,6 +212,7 @@ def holdout(
         "integer_counts": is_whole(X.data),
         "n_hidden": n_hidden,
         "hidden_fraction": round(n_hidden / total, 6),
+        "holdout_id": split_id(test),  # layers imputed from this split carry it; st.tl.evaluate compares
         **extra,
     }
     unit = "counts" if strategy == "thinning" else "entries"

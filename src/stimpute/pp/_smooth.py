@@ -9,6 +9,7 @@ from scipy import sparse
 from .. import _logging as logg
 from .._constants import SPATIAL_KEY
 from .._graph import spatial_graph
+from .._lineage import holdout_id_of
 from .._validate import (
     as_csr,
     check_adata,
@@ -122,6 +123,13 @@ def spatial_smooth(
     if copy:
         adata = adata.copy()
     adata.layers[key_added] = smoothed
-    adata.uns[key_added] = {"params": {"layer": name, "n_neighbors": int(n_neighbors), "spatial_key": spatial_key}}
+    adata.uns[key_added] = {
+        "params": {
+            "layer": name,
+            "n_neighbors": int(n_neighbors),
+            "spatial_key": spatial_key,
+            "holdout_id": holdout_id_of(adata, layer),
+        }
+    }
     logg.info(f"    finished: added `adata.layers[{key_added!r}]` and `adata.uns[{key_added!r}]`", time_start=start)
     return adata if copy else None

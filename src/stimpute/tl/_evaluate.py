@@ -11,6 +11,7 @@ from scipy import sparse, stats
 
 from .. import _logging as logg
 from .._constants import HIDDEN_SPOT_SUFFIX, TEST_SUFFIX, TRAIN_SUFFIX
+from .._lineage import check_not_leaked
 from .._validate import as_csr, check_adata, check_layer, check_positive_int, get_matrix, is_whole
 
 __all__ = ["evaluate"]
@@ -49,6 +50,11 @@ def evaluate(
     Two trivial baselines give every table its own floor: the training layer as it is, and each
     gene's mean over its observed (training) non-zero values (for ``"thinning"`` and ``"spots"``, which
     score zeros too, each gene's mean over all observed spots).
+
+    Layers whose record says how they were made (:func:`stimpute.tl.impute`, ``ImputationModel.predict``,
+    :func:`stimpute.pp.spatial_smooth`) are checked first: one computed from the matrix that still holds the
+    hidden entries (e.g. imputed from ``X``) or on an earlier split (the holdout was run again with another
+    seed) is refused with a ValueError, since its scores would not be honest.
 
     Parameters
     ----------
@@ -126,6 +132,8 @@ def evaluate(
             msg = f"`adata.layers[{layer!r}]` has shape {get_matrix(adata, layer).shape}, expected {adata.shape}."
             raise ValueError(msg)
 
+    for layer in layers:  # derived from the hidden entries, or from an earlier split: refused
+        check_not_leaked(adata, layer, holdout_key)
     params = adata.uns[holdout_key]["params"]
     strategy, fraction = str(params["strategy"]), float(params["fraction"])
     train = as_csr(adata.layers[train_key])

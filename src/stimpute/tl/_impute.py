@@ -16,6 +16,7 @@ from scipy import sparse
 
 from .. import _logging as logg
 from .._constants import IMAGE_FEATURES_KEY, IMPUTED_PREFIX, NETWORK_METHODS, SPATIAL_KEY
+from .._lineage import holdout_id_of
 from .._settings import check_device_name, settings
 from .._validate import (
     as_csr,
@@ -27,6 +28,7 @@ from .._validate import (
     check_output_key,
     check_positive_int,
     get_matrix,
+    is_whole,
 )
 from ..get._spatial import spatial_coords
 
@@ -179,8 +181,11 @@ def impute(
     ``"normalized"``
         The prediction at the median depth of ``layer`` for every spot (depth-normalised, denoised
         expression; observed values are left out unless ``keep_observed=True``, then rescaled to that
-        depth). Use it for clustering and plots: cluster maps of ``"conditional"`` layers follow
-        sequencing depth rather than tissue domains (see the benchmark).
+        depth). Use it for clustering: cluster maps of ``"conditional"`` layers follow sequencing
+        depth rather than tissue domains (see the benchmark). Like ``"conditional"``, it is the level
+        *given detection*, so a gene detected in few spots (a rare domain marker) looks flatter than
+        in the counts; for maps of such genes, train with ``detection=True`` and read out
+        ``"expected"``, which keeps how often the gene is detected.
     ``"expected"``
         The expected count including dropouts at the spot's own depth; needs ``detection=True`` or a
         count likelihood (``loss="nb"``/``"poisson"``).
@@ -375,6 +380,7 @@ def impute(
             "output": output,
             "keep_observed": bool(keep_observed),
             "random_state": random_state,
+            "holdout_id": holdout_id_of(adata, layer),
             **{k: _plain(v) for k, v in opts.items()},
         }
         logg.info(f"imputing {'adata.X' if layer is None else f'adata.layers[{layer!r}]'} with method={method!r}")
@@ -543,7 +549,8 @@ def _method_options(method: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     if unknown:
         msg = (
             f"Unknown option(s) {unknown} for `method={method!r}`; it accepts {sorted(defaults)} "
-            "(see the docstring of `st.tl.impute`)."
+            "and the arguments of `st.tl.impute` itself (`max_epochs`, `batch_size`, `learning_rate`, `loss`, "
+            "`output`, ...; see its docstring)."
         )
         raise TypeError(msg)
     opts = {**defaults, **kwargs}
@@ -696,6 +703,11 @@ def _check_inputs(
     X = get_matrix(adata, layer)
     name = "adata.X" if layer in (None, "X") else f"adata.layers[{layer!r}]"
     check_counts(X, name=name, integer=False)
+    if training and not is_whole(X.data if sparse.issparse(X) else np.asarray(X)):
+        logg.warning(
+            f"`{name}` holds non-integer values; the models expect raw counts (a normalised or log-transformed "
+            "layer is imputed as if it were counts). Pass `layer=` naming raw counts if you have them."
+        )
     coords = None
     if needs_coords:
         if SPATIAL_KEY not in adata.obsm:
