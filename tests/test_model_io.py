@@ -324,3 +324,16 @@ def test_load_model_damaged_files(trained, tmp_path, config_text, weights, match
         torch.save({1: torch.zeros(2)}, folder / "model.pt")
     with pytest.raises(ValueError, match=match):
         st.tl.load_model(folder, device="cpu")
+
+
+def test_predict_checks_genes_first_and_names_the_image_settings(trained):
+    _, model = trained
+    other = _section(3)
+    del other.obsm["X_image"]
+    other = other[:, other.var_names[::-1]].copy()  # other gene order and no image features: genes come first
+    with pytest.raises(ValueError, match="different order"):
+        model.predict(other, layer="X")
+    other = other[:, other.var_names[::-1]].copy()
+    with pytest.raises(KeyError, match="settings used for the training section") as err:
+        model.predict(other, layer="X")
+    assert "method=" not in str(err.value)  # a trained model's method cannot change

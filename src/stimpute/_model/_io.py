@@ -19,7 +19,7 @@ from anndata import AnnData
 from .. import _logging as logg
 from .._constants import NETWORK_METHODS
 from .._lineage import holdout_id_of
-from .._validate import check_bool, check_key_string, check_output_key
+from .._validate import check_adata, check_bool, check_key_string, check_output_key
 from ._checkpoint import read_weights
 from ._data import attach_projection, prepare
 from ._device import resolve_device
@@ -157,6 +157,8 @@ class ImputationModel:
         keep_observed = (output != "normalized") if keep_observed is None else keep_observed
         copy = check_bool(copy, name="copy")
         _check_output(output, self.config)
+        check_adata(adata)
+        self._check_genes(adata)  # first: other genes make every other check moot
         X, coords, image = _check_inputs(
             adata,
             self.method,

@@ -13,6 +13,7 @@ from scipy import sparse
 
 from .. import _logging as logg
 from .._constants import CLUSTERS_KEY
+from .._settings import settings
 from .._validate import (
     as_csr,
     check_adata,
@@ -203,6 +204,8 @@ def compare_clusters(
     if copy:
         adata = adata.copy()
 
+    from tqdm.auto import tqdm
+
     start = logg.info(f"clustering {len(layers)} layer(s) with {method}")
     truth, has_label = None, None
     if labels_key is not None:
@@ -226,7 +229,12 @@ def compare_clusters(
             truth=truth,
             has_label=has_label,
         )
-        for seed in seeds
+        for seed in tqdm(
+            seeds,
+            desc="clustering repeats",
+            unit="seed",
+            disable=n_repeats == 1 or not settings.progress_bar,
+        )
     ]
     aligned, first_rows = runs[0]  # obs, n_clusters and resolution come from the first repeat
     scores = pd.DataFrame.from_dict(first_rows, orient="index")[list(SCORE_COLUMNS)]

@@ -743,6 +743,13 @@ def _check_inputs(
             if not np.isfinite(image).all():
                 msg = f"`adata.obsm[{image_key!r}]` contains NaN or infinite values; recompute the image features."
                 raise ValueError(msg)
+        elif not training:  # a trained model: its modalities are fixed
+            msg = (
+                f"The {method} model reads image features from `adata.obsm[{image_key!r}]`, which is missing. "
+                f"Compute them with `st.pp.image_features(adata, key_added={image_key!r})` and the settings used "
+                "for the training section (encoder, tile_scale, n_comps)."
+            )
+            raise KeyError(msg)
         elif not compute_image or not _can_compute_image(adata):
             msg = (
                 f"`method={method!r}` needs image features in `adata.obsm[{image_key!r}]`, which is missing"
