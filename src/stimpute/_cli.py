@@ -41,6 +41,18 @@ def _load(path: Path | None):
 
 def demo(args: argparse.Namespace) -> int:
     """Holdout -> impute -> evaluate -> cluster comparison, printing a table and writing a PNG."""
+    from ._settings import settings
+
+    saved = (settings.device, settings.progress_bar)
+    try:  # the demo's settings are not left behind (also on error)
+        settings.device = args.device
+        settings.progress_bar = not args.no_progress
+        return _run_demo(args)
+    finally:
+        settings.device, settings.progress_bar = saved
+
+
+def _run_demo(args: argparse.Namespace) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -48,16 +60,6 @@ def demo(args: argparse.Namespace) -> int:
 
     import stimpute as st
 
-    saved = (st.settings.device, st.settings.progress_bar)
-    try:  # the demo's settings are not left behind (also on error)
-        st.settings.device = args.device
-        st.settings.progress_bar = not args.no_progress
-        return _run_demo(args, st, pd)
-    finally:
-        st.settings.device, st.settings.progress_bar = saved
-
-
-def _run_demo(args: argparse.Namespace, st, pd) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()

@@ -15,4 +15,5 @@ HIDDEN_SPOT_SUFFIX = "_hidden_spot"  # obs column for strategy="spots"
 IMAGE_FEATURES_KEY = "X_image"
 CLUSTERS_KEY = "clusters"
 IMPUTED_PREFIX = "imputed_"
+MAX_SEED = 2**32 - 1  # the largest seed numpy, torch and scikit-learn all accept
 NETWORK_METHODS = ("multimodal", "autoencoder", "positional", "image")  # st.tl.impute methods with a trained model

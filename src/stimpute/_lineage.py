@@ -15,7 +15,8 @@ import numpy as np
 from anndata import AnnData
 from scipy import sparse
 
-from ._constants import TRAIN_SUFFIX
+from ._constants import TEST_SUFFIX, TRAIN_SUFFIX
+from ._validate import record_params
 
 NONE = "none"
 
@@ -36,23 +37,19 @@ def holdout_id_of(adata: AnnData, layer: str | None) -> str:
         record = adata.uns.get(layer[: -len(TRAIN_SUFFIX)])
         if isinstance(record, dict) and "holdout_id" in record:
             return str(record["holdout_id"])
-    record = adata.uns.get(layer)
-    params = record.get("params") if isinstance(record, dict) else None
-    if isinstance(params, dict) and "holdout_id" in params:
-        return str(params["holdout_id"])
-    return NONE
+    params = record_params(adata, layer)
+    return str(params["holdout_id"]) if params is not None and "holdout_id" in params else NONE
 
 
 def check_not_leaked(adata: AnnData, layer: str, holdout_key: str) -> None:
     """Refuse to score ``layer`` when its record says it was derived from the hidden entries or another split."""
     holdout = adata.uns[holdout_key]
-    record = adata.uns.get(layer)
-    params = record.get("params") if isinstance(record, dict) else None
-    if not isinstance(params, dict) or "layer" not in params:
+    params = record_params(adata, layer)
+    if params is None or "layer" not in params:
         return  # a layer written by other tools: nothing recorded to check
     source = str(params["layer"])
     full = str(holdout["params"].get("layer", "X"))
-    if source in (full, holdout_key + "_test"):
+    if source in (full, holdout_key + TEST_SUFFIX):
         msg = (
             f"`adata.layers[{layer!r}]` was computed from `{source}`, which still holds the entries "
             f"`st.pp.holdout` hid: its scores would be leaked. Compute it from `layer={holdout_key + TRAIN_SUFFIX!r}`."

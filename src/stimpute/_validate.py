@@ -176,6 +176,16 @@ def check_random_state(random_state: Any, *, name: str = "random_state") -> np.r
     return np.random.default_rng(int(random_state))
 
 
+def check_seed(random_state: Any, *, name: str = "random_state") -> int | None:
+    """Check that ``random_state`` is a non-negative integer or None (a seed, not a Generator)."""
+    if random_state is not None and (
+        isinstance(random_state, bool) or not isinstance(random_state, Integral) or random_state < 0
+    ):
+        msg = f"`{name}` must be a non-negative integer or None, got {random_state!r}."
+        raise TypeError(msg)
+    return random_state
+
+
 def check_bool(value: Any, *, name: str, allow_none: bool = False) -> bool | None:
     """Check that ``value`` is True or False (or None when ``allow_none``): ``"False"`` must not count as True."""
     if value is None and allow_none:
@@ -186,11 +196,17 @@ def check_bool(value: Any, *, name: str, allow_none: bool = False) -> bool | Non
     return bool(value)
 
 
-def owns_record(adata: AnnData, key: str, methods: Iterable[str]) -> bool:
-    """Whether ``adata.uns[key]`` was written by a function whose ``params['method']`` is one of ``methods``."""
+def record_params(adata: AnnData, key: str) -> dict | None:
+    """``adata.uns[key]['params']`` when ``uns[key]`` is a record written by a stimpute function, else None."""
     record = adata.uns.get(key)
     params = record.get("params") if isinstance(record, dict) else None
-    return isinstance(params, dict) and str(params.get("method")) in set(methods)
+    return params if isinstance(params, dict) else None
+
+
+def owns_record(adata: AnnData, key: str, methods: Iterable[str]) -> bool:
+    """Whether ``adata.uns[key]`` was written by a function whose ``params['method']`` is one of ``methods``."""
+    params = record_params(adata, key)
+    return params is not None and str(params.get("method")) in set(methods)
 
 
 def check_output_key(

@@ -171,7 +171,6 @@ class ImputationModel:
             compute_image=False,
             training=False,
         )
-        self._check_genes(adata)
         check_output_key(adata, key_added, inputs=["X" if layer is None else layer, image_key], methods=NETWORK_METHODS)
         if "image" in self.config["modalities"] and image.shape[1] != self.config["n_image_features"]:
             msg = (

@@ -11,7 +11,7 @@ from anndata import AnnData
 from .. import _logging as logg
 from .._constants import IMAGE_FEATURES_KEY, SPATIAL_KEY
 from .._settings import check_device_name, settings
-from .._validate import check_adata, check_key_string, check_positive_int
+from .._validate import check_adata, check_key_string, check_positive_int, check_seed
 
 __all__ = ["image_features"]
 
@@ -151,11 +151,7 @@ def image_features(
         n_comps = check_positive_int(n_comps, name="n_comps")
     batch_size = check_positive_int(batch_size, name="batch_size")
     key_added = check_key_string(key_added, name="key_added", writes_uns=True)
-    if random_state is not None and (
-        isinstance(random_state, bool) or not isinstance(random_state, int | np.integer) or random_state < 0
-    ):
-        msg = f"`random_state` must be a non-negative integer or None, got {random_state!r}."
-        raise TypeError(msg)
+    check_seed(random_state)
     if device is not None:
         check_device_name(device)
     if progress is None:

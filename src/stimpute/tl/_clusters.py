@@ -12,7 +12,7 @@ from anndata import AnnData
 from scipy import sparse
 
 from .. import _logging as logg
-from .._constants import CLUSTERS_KEY
+from .._constants import CLUSTERS_KEY, MAX_SEED
 from .._settings import settings
 from .._validate import (
     as_csr,
@@ -23,6 +23,7 @@ from .._validate import (
     check_output_key,
     check_positive_int,
     check_real_matrix,
+    check_seed,
     get_matrix,
 )
 
@@ -35,7 +36,6 @@ _MAX_BISECTIONS = 30
 _SCAN_STEPS = 64  # resolutions scanned when bisection steps over the target count
 _SCAN_LEVELS = 3  # scans, each over the span where the counts came closest to the target (64x finer each time)
 _MAX_RESOLUTION = 64.0
-MAX_SEED = 2**32 - 1
 
 
 def compare_clusters(
@@ -178,11 +178,7 @@ def compare_clusters(
     n_pcs = check_positive_int(n_pcs, name="n_pcs", minimum=1)
     n_neighbors = check_positive_int(n_neighbors, name="n_neighbors", minimum=2)
     key_added = check_key_string(key_added, name="key_added", writes_uns=True)
-    if random_state is not None and (
-        isinstance(random_state, bool) or not isinstance(random_state, int | np.integer) or random_state < 0
-    ):
-        msg = f"`random_state` must be a non-negative integer or None, got {random_state!r}."
-        raise TypeError(msg)
+    check_seed(random_state)
     n_repeats = check_positive_int(n_repeats, name="n_repeats")
     if (0 if random_state is None else int(random_state)) + n_repeats - 1 > MAX_SEED:
         msg = f"`random_state + n_repeats - 1` must be at most 2**32 - 1 (numpy's seeds), got {random_state!r}."

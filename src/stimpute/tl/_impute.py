@@ -15,7 +15,7 @@ from anndata import AnnData
 from scipy import sparse
 
 from .. import _logging as logg
-from .._constants import IMAGE_FEATURES_KEY, IMPUTED_PREFIX, NETWORK_METHODS, SPATIAL_KEY
+from .._constants import IMAGE_FEATURES_KEY, IMPUTED_PREFIX, MAX_SEED, NETWORK_METHODS, SPATIAL_KEY
 from .._lineage import holdout_id_of
 from .._settings import check_device_name, settings
 from .._validate import (
@@ -39,7 +39,6 @@ __all__ = ["impute", "load_model"]
 
 Method = Literal["multimodal", "autoencoder", "positional", "image", "knn"]
 METHODS = (*NETWORK_METHODS, "knn")
-MAX_SEED = 2**32 - 1
 LOSSES = ("mse", "nb", "poisson")
 OUTPUTS = ("conditional", "expected", "normalized")
 MODALITIES = ("counts", "position", "image")
