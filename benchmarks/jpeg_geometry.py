@@ -38,10 +38,10 @@ def features(adata, source_image, tile_scale: float, *, former: bool = False) ->
         src.to_pixels = lambda c: np.asarray(c) * src.native_scale * (src.shape[1] / src.native_shape[1])
     try:
         chunks = [t for _, t in iter_tiles(spec, HANDCRAFTED_INPUT_SIDE, batch_size=256)]
-        reduction = spec.source.reduction
+        reduction, spot_fraction = spec.source.reduction, spec.spot_fraction
     finally:
         spec.source.close()
-    return handcrafted_features(np.concatenate(chunks), tile_scale=tile_scale), reduction
+    return handcrafted_features(np.concatenate(chunks), spot_fraction=spot_fraction), reduction
 
 
 def main(argv=None) -> int:

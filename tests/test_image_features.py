@@ -86,7 +86,7 @@ def test_handcrafted_features_follow_stains():
     # spot disc vs context: a dark centre on a pale tile changes only the spot statistics' means strongly
     ring = np.full((1, 33, 33, 3), 240, dtype=np.uint8)
     ring[0, 12:21, 12:21] = 60
-    g = handcrafted_features(ring, tile_scale=3.0)
+    g = handcrafted_features(ring, spot_fraction=1 / 3)
     assert g[0, names.index("spot_R_mean")] < g[0, names.index("tile_R_mean")] - 0.2
 
 
@@ -554,3 +554,45 @@ def test_very_large_tile_scale_keeps_a_spot_disc(synthetic):
     """tile_scale so large that the spot is under one pixel of the tile: the disc keeps the centre (was an IndexError)."""
     st.pp.image_features(synthetic, tile_size=16, tile_scale=np.float32(12), progress=False)
     assert np.isfinite(synthetic.obsm["X_image"]).all()
+
+
+def _black_spots(adata: ad.AnnData) -> None:
+    """Replace the hires image by white with a black disc of exactly one spot diameter on every spot."""
+    s, d = st.get.scale_factor(adata, img_key="hires"), st.get.spot_diameter(adata, img_key="hires")
+    h, w = st.get.image(adata, img_key="hires").shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = np.full((h, w, 3), 255, np.uint8)
+    for x, y in adata.obsm["spatial"] * s:
+        img[(xx - x) ** 2 + (yy - y) ** 2 <= (d / 2) ** 2] = 0
+    adata.uns["spatial"][next(iter(adata.uns["spatial"]))]["images"]["hires"] = img
+
+
+@pytest.mark.parametrize("tile_scale", [1.0, 1.5, 2.0])
+def test_spot_disc_is_the_spot(synthetic, tile_scale):
+    """The spot statistics read the spot, not its surroundings: tiles are cut with an odd side rounded up, so
+    the disc is sized from the real spot fraction (was side / (2 * tile_scale): spot_R_mean 0.28 at tile_scale=1)."""
+    _black_spots(synthetic)
+    names = handcrafted_feature_names()
+    spec = prepare_tiles(synthetic, img_key="hires", tile_scale=tile_scale)
+    assert spec.spot_fraction < 1 / tile_scale  # the side was rounded up
+    f = np.concatenate([handcrafted_features(t, spot_fraction=spec.spot_fraction) for _, t in iter_tiles(spec, 64)])
+    assert f[:, names.index("spot_R_mean")].mean() < 0.08
+    assert f[:, names.index("tile_R_mean")].mean() > 0.3
+
+
+def test_image_features_pass_the_spot_fraction(synthetic, monkeypatch):
+    """st.pp.image_features sizes the spot disc from the tiles it cut (after any JPEG reduction)."""
+    import stimpute._image._handcrafted as hc
+
+    seen = []
+    real = hc.handcrafted_features
+
+    def spy(tiles, *, spot_fraction):
+        seen.append(spot_fraction)
+        return real(tiles, spot_fraction=spot_fraction)
+
+    monkeypatch.setattr(hc, "handcrafted_features", spy)
+    st.pp.image_features(synthetic, img_key="hires", tile_scale=1.0, progress=False)
+    spec = prepare_tiles(synthetic, img_key="hires", tile_scale=1.0)
+    assert seen and set(seen) == {spec.spot_fraction}
+    assert spec.spot_fraction < 1.0

@@ -3,7 +3,8 @@
 For every tile (RGB ``uint8``, ``side x side``) the features are, in this order:
 
 1. **Colour and stain statistics in two regions**, the whole tile (context) and the spot disc (the pixels
-   within one spot radius of the centre, i.e. ``side / (2 * tile_scale)``): mean, standard deviation and
+   within one spot radius of the centre, i.e. ``side * spot_fraction / 2``, ``spot_fraction`` being the spot
+   diameter over the tile side in the image the tile was cut from): mean, standard deviation and
    10th/50th/90th percentiles of R, G, B (in [0, 1]) and of the haematoxylin (H) and eosin (E) optical
    densities from colour deconvolution (:func:`skimage.color.rgb2hed`): 2 regions x 5 channels x 5 = 50.
 2. **Grey-level co-occurrence texture** of the whole tile (grey = :func:`skimage.color.rgb2gray` weights,
@@ -44,8 +45,12 @@ def handcrafted_feature_names() -> list[str]:
     return names
 
 
-def handcrafted_features(tiles: np.ndarray, *, tile_scale: float = 1.0) -> np.ndarray:
-    """Features of a batch of RGB ``uint8`` tiles ``(n, side, side, 3)`` -> ``(n, 88)`` float64."""
+def handcrafted_features(tiles: np.ndarray, *, spot_fraction: float = 1.0) -> np.ndarray:
+    """Features of a batch of RGB ``uint8`` tiles ``(n, side, side, 3)`` -> ``(n, 88)`` float64.
+
+    ``spot_fraction`` is the spot diameter as a fraction of the tile side (``TileSpec.spot_fraction``: slightly
+    less than ``1 / tile_scale``, since tiles are cut with an odd side rounded up).
+    """
     from skimage.color import rgb2hed
 
     n, side = tiles.shape[0], tiles.shape[1]
@@ -57,7 +62,7 @@ def handcrafted_features(tiles: np.ndarray, *, tile_scale: float = 1.0) -> np.nd
     yy, xx = np.mgrid[0:side, 0:side]
     centre = (side - 1) / 2
     # at least the centre pixel(s): a very large tile_scale would otherwise leave the disc empty
-    spot_radius = max(min(side / 2, side / (2 * tile_scale)), 0.75)
+    spot_radius = max(min(side / 2, side * spot_fraction / 2), 0.75)
     disc = ((yy - centre) ** 2 + (xx - centre) ** 2 <= spot_radius**2).ravel()
     parts = [_region_stats(channels), _region_stats(channels[:, :, disc])]
 

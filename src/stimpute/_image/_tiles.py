@@ -71,6 +71,11 @@ class TileSpec:
         return 2 * self.radius + 1
 
     @property
+    def spot_fraction(self) -> float:
+        """Spot diameter as a fraction of the tile side (at most 1): the side is rounded up to odd pixels."""
+        return float(min(1.0, self.diameter * self.source.scale / self.side))
+
+    @property
     def centres(self) -> np.ndarray:
         """Spot centres in pixels of the image as read (x, y)."""
         return self.source.to_pixels(self.coords)

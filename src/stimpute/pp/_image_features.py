@@ -183,7 +183,8 @@ def image_features(
             from .._image._handcrafted import handcrafted_features
 
             def encode(tiles: np.ndarray) -> np.ndarray:
-                return handcrafted_features(tiles, tile_scale=float(tile_scale))
+                # read when the first tiles arrive: iter_tiles may first reduce a JPEG's decoding scale
+                return handcrafted_features(tiles, spot_fraction=spec.spot_fraction)
         else:
             from .._model._device import resolve_device
             from .._model._encoders import encode_tiles, load_encoder
