@@ -596,3 +596,74 @@ def test_image_features_pass_the_spot_fraction(synthetic, monkeypatch):
     spec = prepare_tiles(synthetic, img_key="hires", tile_scale=1.0)
     assert seen and set(seen) == {spec.spot_fraction}
     assert spec.spot_fraction < 1.0
+
+
+# features on another section's axes (reference=) -----------------------------------------------------------
+def test_reference_reproduces_its_own_axes(synthetic):
+    st.pp.image_features(synthetic, n_comps=8, progress=False)
+    again = st.pp.image_features(synthetic, n_comps=8, reference=synthetic, copy=True, progress=False)
+    np.testing.assert_array_equal(again.obsm["X_image"], synthetic.obsm["X_image"])
+    assert synthetic.uns["X_image"]["params"]["projection"] == "fitted"
+    assert again.uns["X_image"]["params"]["projection"] == "reference"
+    np.testing.assert_allclose(
+        again.uns["X_image"]["params"]["explained_variance_ratio"],
+        synthetic.uns["X_image"]["params"]["explained_variance_ratio"],
+    )
+
+
+def test_reference_projects_another_section(synthetic, tmp_path):
+    """The second section is z-scored with the reference's constants and projected on its axes."""
+    st.pp.image_features(synthetic, n_comps=8, progress=False)
+    synthetic.write_h5ad(tmp_path / "ref.h5ad")  # the record survives h5ad and works from the file
+    ref = ad.read_h5ad(tmp_path / "ref.h5ad")
+    other = st.datasets.synthetic_visium(n_spots=90, n_genes=20, random_state=5)
+    raw = st.pp.image_features(other, n_comps=None, copy=True, progress=False)  # z-scored on its own
+    own = st.pp.image_features(other, n_comps=8, copy=True, progress=False)
+    st.pp.image_features(other, n_comps=8, reference=ref, progress=False)
+    proj = synthetic.uns["X_image"]["projection"]
+    own_proj = raw.uns["X_image"]["projection"]
+    features = raw.obsm["X_image"].astype(np.float64) * np.where(own_proj["scale"] > 0, own_proj["scale"], 0)
+    features += own_proj["mean"]  # back to the raw features
+    z = (features - proj["mean"]) / np.where(proj["scale"] > 0, proj["scale"], np.inf)
+    np.testing.assert_allclose(other.obsm["X_image"], z @ proj["components"].T, rtol=1e-4, atol=1e-4)
+    assert not np.allclose(other.obsm["X_image"], own.obsm["X_image"], atol=1e-3)
+    for name in ("mean", "scale", "components"):
+        np.testing.assert_array_equal(other.uns["X_image"]["projection"][name], proj[name])
+    other.write_h5ad(tmp_path / "other.h5ad")
+    back = ad.read_h5ad(tmp_path / "other.h5ad")
+    assert back.uns["X_image"]["params"]["projection"] == "reference"
+
+
+def test_reference_without_pca(synthetic):
+    st.pp.image_features(synthetic, n_comps=None, progress=False)
+    other = st.datasets.synthetic_visium(n_spots=50, n_genes=20, random_state=6)
+    st.pp.image_features(other, n_comps=None, reference=synthetic, progress=False)
+    assert other.obsm["X_image"].shape == (50, 88)
+    assert "components" not in other.uns["X_image"]["projection"]
+    with pytest.raises(ValueError, match=r"without PCA; pass `n_comps=None`"):
+        st.pp.image_features(other, reference=synthetic)
+
+
+def test_reference_bad_inputs(synthetic):
+    st.pp.image_features(synthetic, n_comps=8, tile_scale=2.0, progress=False)
+    other = st.datasets.synthetic_visium(n_spots=50, n_genes=20, random_state=7)
+    snap = _snapshot(other)
+    cases = [
+        ({"tile_scale": 1.0}, ValueError, r"`tile_scale=1\.0` differs from the reference's \(2\.0\)"),
+        ({"tile_scale": 2.0, "tile_size": 32}, ValueError, r"`tile_size=32` differs"),
+        ({"tile_scale": 2.0, "n_comps": 4}, ValueError, r"has 8 principal components; pass `n_comps=8`"),
+        ({"tile_scale": 2.0, "n_comps": None}, ValueError, r"pass `n_comps=8`"),
+        ({"tile_scale": 2.0, "key_added": "X_other"}, KeyError, r"`reference` has no `uns\['X_other'\]`"),
+    ]
+    for kwargs, err, match in cases:
+        with pytest.raises(err, match=match):
+            st.pp.image_features(other, reference=synthetic, **kwargs)
+        assert _unchanged(other, snap)
+    with pytest.raises(TypeError, match="`reference` must be an AnnData"):
+        st.pp.image_features(other, reference="X_image")
+    with pytest.raises(ValueError, match="is not an image-feature record"):
+        st.pp.image_features(other, reference={"params": {}})
+    broken = {"params": dict(synthetic.uns["X_image"]["params"]), "projection": {"mean": [0.0], "scale": [1.0]}}
+    with pytest.raises(ValueError, match="unusable `projection`"):
+        st.pp.image_features(other, tile_scale=2.0, reference=broken)
+    assert _unchanged(other, snap)

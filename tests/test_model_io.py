@@ -278,6 +278,14 @@ def test_load_model_from_a_newer_format(trained, tmp_path):
         (lambda c: c.update(n_genes=-5), r"`n_genes=-5` is not a positive whole number"),
         (lambda c: c.update(method="foo"), r"`method='foo'` is not one of \['multimodal', 'autoencoder'"),
         (lambda c: c.update(loss="foo"), r"`loss='foo'` is not one of \['mse'"),
+        # hand-edited normalisation values used to load and fail later inside numpy at predict
+        (lambda c: c["norm"].update(library_std="x"), r"`norm\['library_std'\]='x'` is not a finite number"),
+        (lambda c: c["norm"].update(library_median=0), r"`norm\['library_median'\]=0` is not positive"),
+        (lambda c: c["norm"].update(library_mean=None), r"`norm\['library_mean'\]=None` is not a finite number"),
+        (lambda c: c["norm"].update(gene_max=c["norm"]["gene_max"][:3]), r"`norm\['gene_max'\]` is not a list of 50"),
+        (lambda c: c["norm"]["gene_mean"].__setitem__(0, "a"), r"`norm\['gene_mean'\]` is not a list of 50 finite"),
+        (lambda c: c["norm"].update(image_std=[0.0] * len(c["norm"]["image_mean"])), r"`norm\['image_std'\]` has"),
+        (lambda c: c["norm"].update(image_mean="abc"), r"`norm\['image_mean'\]` is not a list of finite numbers"),
     ],
 )
 def test_load_model_damaged_config(trained, tmp_path, edit, match):
@@ -337,3 +345,80 @@ def test_predict_checks_genes_first_and_names_the_image_settings(trained):
     with pytest.raises(KeyError, match="settings used for the training section") as err:
         model.predict(other, layer="X")
     assert "method=" not in str(err.value)  # a trained model's method cannot change
+
+
+# image features on the model's axes ------------------------------------------------------------------------
+@pytest.fixture
+def trained_on_image_features():
+    adata = st.datasets.synthetic_visium(n_spots=200, n_genes=50, random_state=0)
+    st.pp.image_features(adata, n_comps=10, progress=False)
+    st.pp.holdout(adata, fraction=0.5, random_state=0)
+    model = st.tl.impute(adata, "multimodal", layer="holdout_train", max_epochs=5, return_model=True)
+    return adata, model
+
+
+def test_model_stores_its_image_axes(trained_on_image_features, tmp_path):
+    adata, model = trained_on_image_features
+    record = model.config["image_features"]
+    assert record["params"]["n_comps"] == 10 and record["params"]["tile_scale"] == 1.0
+    for name in ("mean", "scale", "components"):
+        np.testing.assert_array_equal(record["projection"][name], adata.uns["X_image"]["projection"][name])
+    model.save(tmp_path / "m")
+    loaded = st.tl.load_model(tmp_path / "m", device="cpu")
+    np.testing.assert_array_equal(
+        loaded.config["image_features"]["projection"]["components"], record["projection"]["components"]
+    )
+    loaded.predict(adata, layer="holdout_train", key_added="again")  # the training section passes the check
+    np.testing.assert_array_equal(adata.layers["again"], adata.layers["imputed_multimodal"])
+
+
+def test_predict_refuses_features_on_other_axes(trained_on_image_features):
+    """Another section's features PCA-ed on its own axes were read as if on the model's (silently)."""
+    adata, model = trained_on_image_features
+    other = st.datasets.synthetic_visium(n_spots=150, n_genes=50, random_state=3)
+    st.pp.image_features(other, n_comps=10, progress=False)
+    state = _state(other)
+    with pytest.raises(ValueError, match=r"other axes.*reference=model"):
+        model.predict(other)
+    _assert_unchanged(other, state)
+    st.pp.image_features(other, reference=model, progress=False)
+    assert other.uns["X_image"]["params"]["projection"] == "reference"
+    model.predict(other)
+    assert other.layers["imputed_multimodal"].shape == other.shape
+
+
+def test_predict_warns_when_features_cannot_be_checked(trained_on_image_features, caplog):
+    adata, model = trained_on_image_features
+    other = adata.copy()
+    del other.uns["X_image"]
+    with caplog.at_level("WARNING"):
+        model.predict(other, layer="holdout_train")
+    assert "cannot be checked against the model's image axes" in caplog.text
+
+
+def test_model_without_image_record_is_a_clear_reference_error(trained):
+    adata, model = trained  # trained on hand-made obsm['X_image'] without a record
+    assert "image_features" not in model.config
+    other = st.datasets.synthetic_visium(n_spots=60, n_genes=50, random_state=2)
+    with pytest.raises(ValueError, match="stores no image-feature axes"):
+        st.pp.image_features(other, reference=model)
+    assert "X_image" not in other.obsm
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (lambda r: r.pop("params"), r"`image_features` is not a mapping with `params`"),
+        (lambda r: r["params"].pop("tile_scale"), r"lacks \['tile_scale'\]"),
+        (lambda r: r["projection"].update(mean=[0.0]), r"projection'\]` is unusable: its arrays do not have"),
+        (lambda r: r["projection"].update(scale="x"), r"projection'\]` is unusable: its values are not numeric"),
+    ],
+)
+def test_load_model_damaged_image_record(trained_on_image_features, tmp_path, edit, match):
+    _, model = trained_on_image_features
+    model.save(tmp_path / "m")
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    edit(config["image_features"])
+    (tmp_path / "m" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=match):
+        st.tl.load_model(tmp_path / "m", device="cpu")

@@ -391,3 +391,16 @@ def test_maps_draw_any_stored_image_like_the_tiles(syn, convert, grey):
     assert now.dtype == np.uint8 and now.shape == reference.shape
     want = np.repeat(reference.mean(axis=-1, keepdims=True), 3, axis=-1) if grey else reference
     assert np.abs(now - want).max() <= 1.0
+
+
+def test_several_libraries_warn(syn, caplog):
+    """With several sections in uns['spatial'], every spot is drawn on the chosen library's image: say so."""
+    from stimpute.get._spatial import set_spatial
+
+    entry = syn.uns["spatial"]["synthetic"]
+    set_spatial(syn, "other", images={"lowres": entry["images"]["lowres"]}, scalefactors=entry["scalefactors"])
+    with pytest.raises(ValueError, match="stimpute works on one section at a time"):
+        st.pl.genes(syn, [syn.var_names[0]], ["X"], show=False)
+    with caplog.at_level("WARNING"):
+        st.pl.genes(syn, [syn.var_names[0]], ["X"], library_id="synthetic", show=False)
+    assert "every spot is drawn at library 'synthetic'" in caplog.text

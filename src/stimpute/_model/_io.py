@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -124,7 +125,11 @@ class ImputationModel:
         key_added
             Layer (and ``uns`` key) to write; default ``"imputed_" + method``.
         image_key
-            Key of the image features in ``adata.obsm``; default: the one used in training.
+            Key of the image features in ``adata.obsm``; default: the one used in training. For
+            another section, compute them on the training section's axes first:
+            ``st.pp.image_features(adata, reference=model)``. Features made by
+            :func:`stimpute.pp.image_features` on other axes (its PCA fitted to this section) are
+            refused with a :class:`ValueError`.
         keep_observed
             Keep the observed non-zero values (rescaled to the reference depth for ``"normalized"``);
             ``None``: ``True`` except for ``output="normalized"``.
@@ -178,6 +183,8 @@ class ImputationModel:
                 f"{self.config['n_image_features']}; compute them with the same `st.pp.image_features` settings."
             )
             raise ValueError(msg)
+        if "image" in self.config["modalities"]:
+            self._check_image_axes(adata, image_key)
         prep = prepare(X, config=self.config, norm=self.config["norm"], coords=coords, image=image)
         attach_projection(prep, self.net)
         out = predict(
@@ -218,6 +225,32 @@ class ImputationModel:
             f"    imputed with the trained {self.method} model: added `adata.layers[{key_added!r}]`", time_start=start
         )
         return adata if copy else None
+
+    def _check_image_axes(self, adata: AnnData, image_key: str) -> None:
+        """Refuse image features put on other axes than the training section's (PCA fitted to each section)."""
+        from .._image._projection import PROJECTION_KEY, same_projection
+
+        ours = self.config.get("image_features")
+        if ours is None:  # trained on features without a stored record (or by an older stimpute): cannot check
+            return
+        record = adata.uns.get(image_key)
+        theirs = record.get(PROJECTION_KEY) if isinstance(record, Mapping) else None
+        if theirs is None:
+            logg.warning(
+                f"`adata.uns[{image_key!r}]` does not say how `adata.obsm[{image_key!r}]` was made, so it cannot be "
+                "checked against the model's image axes; compute it with "
+                f"`st.pp.image_features(adata, key_added={image_key!r}, reference=model)`."
+            )
+            return
+        if not same_projection(theirs, ours[PROJECTION_KEY]):
+            settings = ", ".join(f"{k}={ours['params'][k]!r}" for k in ("tile_scale", "n_comps") if k in ours["params"])
+            msg = (
+                f"`adata.obsm[{image_key!r}]` is on other axes than the features the model was trained on (image "
+                "features are standardised and reduced with a PCA fitted to each section, so the same column means "
+                f"something else). Recompute them on the model's axes: `st.pp.image_features(adata, "
+                f"key_added={image_key!r}, reference=model, {settings})`."
+            )
+            raise ValueError(msg)
 
     def _needs_coords(self) -> bool:
         c = self.config
@@ -354,6 +387,10 @@ def _read_config(file: Path) -> dict:
         problems.append(f"`var_names` is not a list of {n_genes} gene names")
     if not isinstance(norm, dict) or not all(k in norm for k in _NORM_KEYS):
         problems.append(f"`norm` is not a mapping with {list(_NORM_KEYS)}")
+    elif not problems:
+        problems += _norm_problems(norm, n_genes)
+    if "image_features" in config:
+        problems += _image_record_problems(config["image_features"])
     if config["method"] not in NETWORK_METHODS:
         problems.append(f"`method={config['method']!r}` is not one of {list(NETWORK_METHODS)}")
     if config["loss"] not in LOSSES:
@@ -362,6 +399,50 @@ def _read_config(file: Path) -> dict:
         msg = f"{str(file)!r} is not a valid stimpute model configuration: {'; '.join(problems)}; {_RESAVE}"
         raise ValueError(msg)
     return config
+
+
+def _norm_problems(norm: dict, n_genes: int) -> list[str]:
+    """What is wrong with the stored normalisation constants (they are used as numbers at prediction)."""
+    problems = []
+    for key in ("library_mean", "library_std", "library_median"):
+        v = norm[key]
+        if not _finite_number(v):
+            problems.append(f"`norm[{key!r}]={v!r}` is not a finite number")
+        elif key != "library_mean" and v <= 0:
+            problems.append(f"`norm[{key!r}]={v!r}` is not positive")
+    lists = {"gene_max": n_genes, "gene_mean": n_genes}
+    if "gene_mean_normalised" in norm:
+        lists["gene_mean_normalised"] = n_genes
+    if "image_mean" in norm or "image_std" in norm:
+        image_mean = norm.get("image_mean")
+        lists.update(
+            dict.fromkeys(("image_mean", "image_std"), len(image_mean) if isinstance(image_mean, list) else -1)
+        )
+    for key, n in lists.items():
+        v = norm.get(key)
+        if not (isinstance(v, list) and len(v) == n and all(_finite_number(x) for x in v)):
+            what = f"{n} finite numbers" if n >= 0 else "finite numbers, one per image feature"
+            problems.append(f"`norm[{key!r}]` is not a list of {what}")
+        elif key == "image_std" and min(v, default=1.0) <= 0:
+            problems.append("`norm['image_std']` has values that are not positive")
+    return problems
+
+
+def _finite_number(x) -> bool:
+    return not isinstance(x, bool) and isinstance(x, int | float) and bool(np.isfinite(x))
+
+
+def _image_record_problems(record) -> list[str]:
+    from .._image._projection import PROJECTION_KEY, SETTINGS, check_projection
+
+    if not isinstance(record, dict) or not isinstance(record.get("params"), dict):
+        return ["`image_features` is not a mapping with `params`"]
+    missing = [k for k in SETTINGS if k not in record["params"]]
+    if missing:
+        return [f"`image_features['params']` lacks {missing}"]
+    n_features = record["params"].get("n_features")
+    problem = check_projection(record.get(PROJECTION_KEY), n_features if isinstance(n_features, int) else None)
+    return [f"`image_features['{PROJECTION_KEY}']` is unusable: {problem}"] if problem else []
 
 
 def _read_state(file: Path, device) -> dict:

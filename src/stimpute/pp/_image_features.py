@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from anndata import AnnData
 
 from .. import _logging as logg
 from .._constants import IMAGE_FEATURES_KEY, SPATIAL_KEY
+from .._image._projection import PROJECTION_KEY, SETTINGS, apply_projection, check_projection, fit_projection
 from .._settings import check_device_name, settings
 from .._validate import check_adata, check_key_string, check_positive_int, check_seed
+
+if TYPE_CHECKING:
+    from .._model._io import ImputationModel
 
 __all__ = ["image_features"]
 
@@ -35,6 +41,7 @@ def image_features(
     batch_size: int = 128,
     progress: bool | None = None,
     key_added: str = IMAGE_FEATURES_KEY,
+    reference: AnnData | Mapping | ImputationModel | None = None,
     random_state: int | None = 0,
     copy: bool = False,
 ) -> AnnData | None:
@@ -42,7 +49,8 @@ def image_features(
 
     A square tile covering ``tile_scale`` spot diameters is cut around each spot from the
     highest-resolution image available, resized to the encoder's input, and encoded. The features
-    are standardised and reduced with PCA.
+    are standardised and reduced with PCA, fitted to this section or, with ``reference``, taken from
+    another section (so that a model trained there reads this section's features on its own axes).
 
     **Image.** In order of preference: ``source_image`` (a full-resolution image file, whose pixels
     are those of ``adata.obsm['spatial']``); else, when ``img_key`` is None, the file recorded in
@@ -106,6 +114,16 @@ def image_features(
         Show a progress bar; ``None`` follows ``st.settings.progress_bar``.
     key_added
         Key of the result in ``adata.obsm`` and ``adata.uns``.
+    reference
+        Put the features on the axes of another section instead of fitting new ones: an AnnData
+        processed by this function (its ``uns[key_added]`` record is used), such a record itself, or
+        an :class:`~stimpute.tl.ImputationModel` trained with image features (it stores the record
+        of its training section). The features are z-scored with the reference's means and
+        standard deviations and projected on its principal axes. PCA axes fitted on two sections
+        differ in sign, order and mixing, and a trained model reads its image inputs by position:
+        compute a new section's features this way before ``model.predict``. ``encoder``,
+        ``weights``, ``tile_scale`` and ``tile_size`` must equal the reference's, and ``n_comps``
+        give at least its number of components (``None`` when it has no PCA).
     random_state
         Seed for ``weights="random"``; PCA uses the deterministic full SVD.
     copy
@@ -123,7 +141,13 @@ def image_features(
         key), ``library_id``, ``scale`` (image pixels per full-resolution pixel, after any reduced
         JPEG decode), ``tile_size_source_px`` (tile side in pixels of that image), ``tile_scale``,
         ``tile_size`` (encoder input side), ``n_features`` (before PCA), ``n_comps``,
-        ``explained_variance_ratio`` (empty without PCA) and ``random_state`` (-1 for None).
+        ``explained_variance_ratio`` (empty without PCA; with ``reference``, the share of this
+        section's standardised variance on each reference axis), ``random_state`` (-1 for None) and
+        ``projection`` (``"fitted"`` or ``"reference"``).
+    ``adata.uns['X_image' | key_added]['projection']``
+        The standardisation and axes used: ``mean`` and ``scale`` per feature (scale 0: a
+        constant feature, set to 0) and ``components`` ``(n_comps, n_features)`` (absent without
+        PCA). It is what ``reference`` reads.
 
     Examples
     --------
@@ -132,6 +156,8 @@ def image_features(
     >>> st.pp.image_features(adata, n_comps=10)
     >>> adata.obsm["X_image"].shape
     (100, 10)
+    >>> other = st.datasets.synthetic_visium(n_spots=80, n_genes=20, random_state=1)
+    >>> st.pp.image_features(other, n_comps=10, reference=adata)  # on adata's axes
     >>> adata.uns["X_image"]["params"]["image"]
     'hires'
     """
@@ -162,7 +188,18 @@ def image_features(
     if not isinstance(copy, bool):
         msg = f"`copy` must be True or False, got {copy!r}."
         raise TypeError(msg)
-    if adata.n_obs < 2:
+    ref = None
+    if reference is not None:
+        ref = _reference_record(reference, key_added)
+        _check_reference_settings(
+            ref,
+            encoder=encoder,
+            weights=weights_label,
+            tile_scale=tile_scale,
+            tile_size=input_side,
+            n_comps=n_comps,
+        )
+    elif adata.n_obs < 2:
         msg = f"`adata` has {adata.n_obs} spot; image features need at least 2 spots (they are standardised)."
         raise ValueError(msg)
     spec = prepare_tiles(
@@ -203,7 +240,23 @@ def image_features(
     if not np.isfinite(features).all():  # pragma: no cover - a CNN in half precision could overflow
         msg = "Image features contain NaN or infinite values."
         raise ValueError(msg)
-    reduced, ratio = _standardise_pca(features, n_comps)
+    if ref is None:
+        reduced, ratio, projection = fit_projection(features, n_comps)
+    else:
+        projection = ref[PROJECTION_KEY]
+        n_ref = len(np.asarray(projection["mean"]))
+        if features.shape[1] != n_ref:
+            msg = (
+                f"The encoder gave {features.shape[1]} features but the reference has {n_ref}; compute both "
+                "sections' features with the same encoder and weights."
+            )
+            raise ValueError(msg)
+        reduced = apply_projection(features, projection)
+        z_var = apply_projection(features, {"mean": projection["mean"], "scale": projection["scale"]}).var(axis=0)
+        total = float(z_var.sum())
+        ratio = reduced.var(axis=0) / total if "components" in projection and total > 0 else np.zeros(0)
+        if "components" in projection and total == 0:
+            ratio = np.zeros(reduced.shape[1])
 
     target = adata.copy() if copy else adata
     target.obsm[key_added] = reduced.astype(np.float32)
@@ -222,7 +275,9 @@ def image_features(
             "n_comps": int(reduced.shape[1]),
             "explained_variance_ratio": ratio.astype(np.float64),
             "random_state": -1 if random_state is None else int(random_state),
-        }
+            "projection": "fitted" if ref is None else "reference",
+        },
+        PROJECTION_KEY: {name: np.asarray(v, dtype=np.float64).copy() for name, v in projection.items()},
     }
     logg.info(
         f"    added `adata.obsm[{key_added!r}]` ({reduced.shape[1]} components of {features.shape[1]} features; "
@@ -262,23 +317,70 @@ def _check_weights(encoder: str, weights: str | os.PathLike | None) -> str:
     return path.name
 
 
-def _standardise_pca(features: np.ndarray, n_comps: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """z-score every feature (constant ones become 0), then PCA with the full (deterministic) SVD."""
-    mean = features.mean(axis=0)
-    std = features.std(axis=0)
-    z = (features - mean) / np.where(std > 1e-12 * np.maximum(1.0, np.abs(mean)), std, np.inf)
-    if n_comps is None:
-        return z, np.zeros(0)
-    from sklearn.decomposition import PCA
+def _reference_record(reference, key: str) -> dict:
+    """The ``uns`` record of image features that ``reference`` stands for (checked)."""
+    if isinstance(reference, AnnData):
+        if key not in reference.uns:
+            msg = (
+                f"`reference` has no `uns[{key!r}]`: run `st.pp.image_features(reference, key_added={key!r})` on it "
+                "first, or pass the `key_added` it used."
+            )
+            raise KeyError(msg)
+        record, where = reference.uns[key], f"`reference.uns[{key!r}]`"
+    elif isinstance(reference, Mapping):
+        record, where = reference, "`reference`"
+    elif isinstance(getattr(reference, "config", None), dict):
+        record, where = reference.config.get("image_features"), "the model"
+        if record is None:
+            msg = (
+                "`reference` is a model that stores no image-feature axes (it was trained without image features, "
+                "with features not made by `st.pp.image_features`, or by an older stimpute); pass the training "
+                "section's AnnData instead."
+            )
+            raise ValueError(msg)
+    else:
+        msg = (
+            "`reference` must be an AnnData processed by `st.pp.image_features`, its `uns` record or a trained "
+            f"`ImputationModel`, got {type(reference).__name__}."
+        )
+        raise TypeError(msg)
+    params = record.get("params") if isinstance(record, Mapping) else None
+    if not isinstance(params, Mapping) or PROJECTION_KEY not in record:
+        msg = (
+            f"{where} is not an image-feature record of `st.pp.image_features` with its axes (`params` and "
+            f"`{PROJECTION_KEY}`); recompute the reference's features with this stimpute version."
+        )
+        raise ValueError(msg)
+    missing = [k for k in SETTINGS if k not in params]
+    n_features = params.get("n_features")
+    n_features = int(n_features) if isinstance(n_features, int | np.integer) else None
+    problem = check_projection(record[PROJECTION_KEY], n_features)
+    if missing or problem:
+        what = f"lacks {missing}" if missing else f"has an unusable `{PROJECTION_KEY}`: {problem}"
+        msg = f"{where} {what}; recompute the reference's features with `st.pp.image_features`."
+        raise ValueError(msg)
+    return {"params": dict(params), PROJECTION_KEY: dict(record[PROJECTION_KEY])}
 
-    k = max(1, min(n_comps, z.shape[1], z.shape[0] - 1))
-    if not np.any(z):
-        logg.warning("All image features are constant across spots (a blank image?); the components are zero.")
-        return np.zeros((z.shape[0], k)), np.zeros(k)
-    pca = PCA(n_components=k, svd_solver="full")
-    scores = pca.fit_transform(z)
-    # sign convention: the largest-magnitude loading of each component is positive (stable across platforms)
-    signs = np.sign(pca.components_[np.arange(k), np.abs(pca.components_).argmax(axis=1)])
-    signs[signs == 0] = 1
-    ratio = np.nan_to_num(pca.explained_variance_ratio_, nan=0.0)
-    return scores * signs, ratio
+
+def _check_reference_settings(ref: dict, *, encoder, weights, tile_scale, tile_size, n_comps) -> None:
+    """Raise unless this call's settings give features comparable with the reference's."""
+    params = ref["params"]
+    wanted = {"encoder": encoder, "weights": weights, "tile_scale": float(tile_scale), "tile_size": int(tile_size)}
+    for name, value in wanted.items():
+        theirs = params[name]
+        same = np.isclose(float(theirs), value) if name == "tile_scale" else str(theirs) == str(value)
+        if not same:
+            msg = (
+                f"`{name}={value!r}` differs from the reference's ({theirs!r}); pass `{name}={theirs!r}` so that "
+                "both sections' features mean the same."
+            )
+            raise ValueError(msg)
+    components = ref[PROJECTION_KEY].get("components")
+    if components is None and n_comps is not None:
+        msg = "The reference kept its standardised features without PCA; pass `n_comps=None`."
+        raise ValueError(msg)
+    if components is not None:
+        k = len(np.asarray(components))
+        if n_comps is None or n_comps < k:
+            msg = f"The reference has {k} principal components; pass `n_comps={k}`."
+            raise ValueError(msg)

@@ -6,7 +6,7 @@ torch is imported only inside the functions that train or load a network.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from numbers import Integral, Real
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -410,6 +410,10 @@ def impute(
 
         params.update({"max_epochs": max_epochs, "batch_size": batch_size, "learning_rate": learning_rate})
         config = _network_config(method, loss, output, opts, modalities, image_key, keep_observed, max_dense_gb)
+        if "image" in modalities:
+            record = _image_record(adata, image_key, n_columns=image.shape[1])
+            if record is not None:  # lets another section's features be put on these axes
+                config["image_features"] = record
         training = {
             "max_epochs": max_epochs,
             "batch_size": batch_size,
@@ -809,6 +813,27 @@ def _compute_image_features(adata: AnnData, image_key: str) -> np.ndarray:
     feats = adata.obsm[image_key]
     feats = feats.to_numpy() if hasattr(feats, "to_numpy") else np.asarray(feats)
     return np.asarray(feats, dtype=np.float64)
+
+
+def _image_record(adata: AnnData, image_key: str, *, n_columns: int) -> dict | None:
+    """The ``st.pp.image_features`` record (settings and axes) behind ``obsm[image_key]``, when it fits it."""
+    from .._image._projection import PROJECTION_KEY, SETTINGS, check_projection
+
+    record = adata.uns.get(image_key)
+    if not isinstance(record, Mapping) or not isinstance(record.get("params"), Mapping):
+        return None
+    params, projection = record["params"], record.get(PROJECTION_KEY)
+    if any(k not in params for k in SETTINGS) or check_projection(projection) is not None:
+        return None
+    n_out = len(projection["components"]) if "components" in projection else len(projection["mean"])
+    if n_out != n_columns:  # obsm[image_key] was replaced after st.pp.image_features
+        return None
+    keep = ("img_source", "image", "n_features", *SETTINGS)
+    return {
+        "key": image_key,
+        "params": {k: params[k] for k in keep if k in params},
+        PROJECTION_KEY: {k: np.asarray(v, dtype=np.float64) for k, v in projection.items()},
+    }
 
 
 def _knn_predict(X, coords: np.ndarray, opts: dict[str, Any], output: str) -> np.ndarray:
