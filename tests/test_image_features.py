@@ -664,6 +664,51 @@ def test_reference_bad_inputs(synthetic):
     with pytest.raises(ValueError, match="is not an image-feature record"):
         st.pp.image_features(other, reference={"params": {}})
     broken = {"params": dict(synthetic.uns["X_image"]["params"]), "projection": {"mean": [0.0], "scale": [1.0]}}
-    with pytest.raises(ValueError, match="unusable `projection`"):
+    with pytest.raises(ValueError, match="its `projection` is unusable: its arrays do not have 88 features"):
         st.pp.image_features(other, tile_scale=2.0, reference=broken)
     assert _unchanged(other, snap)
+
+
+def test_reference_checks_tile_scale_before_anything(synthetic):
+    st.pp.image_features(synthetic, n_comps=8, progress=False)
+    other = st.datasets.synthetic_visium(n_spots=40, n_genes=20, random_state=8)
+    for bad, err in ((None, TypeError), ("abc", TypeError), ("2", TypeError), (-1.0, ValueError)):
+        with pytest.raises(err, match="`tile_scale` must be a positive number"):
+            st.pp.image_features(other, tile_scale=bad, reference=synthetic)
+    with pytest.raises(ValueError, match=r"looks like a whole `\.uns`; pass .*reference=ref\.uns\['X_image'\]"):
+        st.pp.image_features(other, reference=synthetic.uns)
+    with pytest.raises(ValueError, match=r"`tile_scale=2\.0` differs.*st\.pp\.image_features\(adata, reference=ref"):
+        st.pp.image_features(other, tile_scale=2.0, reference=synthetic)
+
+
+def test_reference_compares_the_cnn_weights(syn60, r18_checkpoint, tmp_path):
+    """A different checkpoint file (same name) or another random seed is not the reference's network."""
+    import shutil
+
+    import torch
+
+    st.pp.image_features(syn60, encoder="resnet18", weights=r18_checkpoint, tile_size=32, n_comps=5, progress=False)
+    assert len(syn60.uns["X_image"]["params"]["weights_sha256"]) == 64
+    other = st.datasets.synthetic_visium(n_spots=30, n_genes=20, random_state=9)
+    same = tmp_path / "copy" / Path(r18_checkpoint).name
+    same.parent.mkdir()
+    shutil.copy(r18_checkpoint, same)
+    st.pp.image_features(other, encoder="resnet18", weights=same, tile_size=32, reference=syn60, progress=False)
+    state = torch.load(r18_checkpoint, weights_only=True)
+    state = {k: v + 1.0 if v.is_floating_point() else v for k, v in state.items()}
+    changed = tmp_path / "changed" / Path(r18_checkpoint).name
+    changed.parent.mkdir()
+    torch.save(state, changed)
+    with pytest.raises(ValueError, match="is not the reference's"):
+        st.pp.image_features(other, encoder="resnet18", weights=changed, tile_size=32, reference=syn60)
+    st.pp.image_features(syn60, encoder="resnet18", weights="random", tile_size=32, n_comps=5, random_state=0)
+    with pytest.raises(ValueError, match="`random_state=5` differs from the reference's"):
+        st.pp.image_features(other, encoder="resnet18", weights="random", tile_size=32, reference=syn60, random_state=5)
+
+
+def test_reference_warns_about_another_resolution(synthetic, caplog):
+    st.pp.image_features(synthetic, img_key="hires", n_comps=8, progress=False)
+    other = st.datasets.synthetic_visium(n_spots=40, n_genes=20, random_state=10)
+    with caplog.at_level("WARNING"):
+        st.pp.image_features(other, img_key="lowres", reference=synthetic, progress=False)
+    assert "not comparable" in caplog.text

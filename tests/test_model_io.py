@@ -285,7 +285,11 @@ def test_load_model_from_a_newer_format(trained, tmp_path):
         (lambda c: c["norm"].update(gene_max=c["norm"]["gene_max"][:3]), r"`norm\['gene_max'\]` is not a list of 50"),
         (lambda c: c["norm"]["gene_mean"].__setitem__(0, "a"), r"`norm\['gene_mean'\]` is not a list of 50 finite"),
         (lambda c: c["norm"].update(image_std=[0.0] * len(c["norm"]["image_mean"])), r"`norm\['image_std'\]` has"),
-        (lambda c: c["norm"].update(image_mean="abc"), r"`norm\['image_mean'\]` is not a list of finite numbers"),
+        (lambda c: c["norm"].update(image_mean="abc"), r"`norm\['image_mean'\]` is not a list of 6 finite numbers"),
+        (lambda c: c["norm"].update(image_mean=[0.0] * 3), r"`norm\['image_mean'\]` is not a list of 6 finite"),
+        (lambda c: c["norm"].pop("image_std"), r"`norm\['image_std'\]` is not a list of 6 finite numbers"),
+        (lambda c: c.update(n_image_features="10"), r"`n_image_features='10'` is not a positive whole number"),
+        (lambda c: c["norm"]["gene_max"].__setitem__(0, -1.0), r"`norm\['gene_max'\]` has negative values"),
     ],
 )
 def test_load_model_damaged_config(trained, tmp_path, edit, match):
@@ -408,10 +412,17 @@ def test_model_without_image_record_is_a_clear_reference_error(trained):
 @pytest.mark.parametrize(
     ("edit", "match"),
     [
-        (lambda r: r.pop("params"), r"`image_features` is not a mapping with `params`"),
-        (lambda r: r["params"].pop("tile_scale"), r"lacks \['tile_scale'\]"),
-        (lambda r: r["projection"].update(mean=[0.0]), r"projection'\]` is unusable: its arrays do not have"),
-        (lambda r: r["projection"].update(scale="x"), r"projection'\]` is unusable: its values are not numeric"),
+        (lambda r: r.pop("params"), r"`image_features`: it is not a mapping with `params`"),
+        (lambda r: r["params"].pop("tile_scale"), r"`image_features`: its `params` lack \['tile_scale'\]"),
+        (lambda r: r["params"].update(tile_scale="abc"), r"`params\['tile_scale'\]='abc'` is not a positive number"),
+        (lambda r: r["params"].update(tile_scale=None), r"`params\['tile_scale'\]=None` is not a positive number"),
+        (lambda r: r["params"].update(tile_size="big"), r"`params\['tile_size'\]='big'` is not a positive whole"),
+        (lambda r: r["params"].update(n_comps="x"), r"`params\['n_comps'\]='x'` is not a positive whole number"),
+        (lambda r: r["params"].update(encoder=3), r"`params\['encoder'\]=3` is not a string"),
+        (lambda r: r.update(key=5), r"`key=5` is not a string"),
+        (lambda r: r["projection"].update(mean=[0.0]), r"`projection` is unusable: its arrays do not have 88 features"),
+        (lambda r: r["projection"].update(scale="x"), r"`projection` is unusable: its values are not numeric"),
+        (lambda r: r["projection"].update(components=r["projection"]["components"][:5]), r"gives 5 features, not 10"),
     ],
 )
 def test_load_model_damaged_image_record(trained_on_image_features, tmp_path, edit, match):
@@ -422,3 +433,33 @@ def test_load_model_damaged_image_record(trained_on_image_features, tmp_path, ed
     (tmp_path / "m" / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match=match):
         st.tl.load_model(tmp_path / "m", device="cpu")
+
+
+def test_model_config_is_plain_json_and_owns_its_arrays(trained_on_image_features):
+    adata, model = trained_on_image_features
+    json.dumps(model.config)  # the class promises a JSON-serialisable configuration
+    mean = adata.uns["X_image"]["projection"]["mean"]
+    before = list(model.config["image_features"]["projection"]["mean"])
+    mean[0] += 100.0  # editing adata does not edit the model
+    assert model.config["image_features"]["projection"]["mean"] == before
+
+
+def test_predict_messages_lead_to_the_reference_call():
+    """Models trained on other keys or without PCA: every message names the call that works."""
+    adata = st.datasets.synthetic_visium(n_spots=150, n_genes=30, random_state=0)
+    st.pp.image_features(adata, n_comps=None, key_added="X_he", progress=False)
+    model = st.tl.impute(adata, "image", image_key="X_he", max_epochs=2, return_model=True)
+    other = st.datasets.synthetic_visium(n_spots=100, n_genes=30, random_state=4)
+    with pytest.raises(
+        KeyError, match=r"st\.pp\.image_features\(adata, key_added='X_he', reference=model, n_comps=None\)"
+    ):
+        model.predict(other)
+    st.pp.image_features(other, key_added="X_he", n_comps=10, progress=False)
+    with pytest.raises(ValueError, match=r"has 10 features but the model was trained on 88.*n_comps=None\)"):
+        model.predict(other)
+    st.pp.image_features(other, key_added="X_he", n_comps=None, progress=False)
+    with pytest.raises(ValueError, match=r"other axes.*key_added='X_he', reference=model, n_comps=None\)"):
+        model.predict(other)
+    st.pp.image_features(other, key_added="X_he", reference=model, n_comps=None, progress=False)  # as suggested
+    model.predict(other)
+    assert "imputed_image" in other.layers

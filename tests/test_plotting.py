@@ -403,4 +403,6 @@ def test_several_libraries_warn(syn, caplog):
         st.pl.genes(syn, [syn.var_names[0]], ["X"], show=False)
     with caplog.at_level("WARNING"):
         st.pl.genes(syn, [syn.var_names[0]], ["X"], library_id="synthetic", show=False)
-    assert "every spot is drawn at library 'synthetic'" in caplog.text
+    assert "every spot is drawn with the scale and image of library 'synthetic'" in caplog.text
+    with pytest.raises(KeyError, match=r"library_id='nope'.*available: \['synthetic', 'other'\]"):
+        st.pl.genes(syn, [syn.var_names[0]], ["X"], library_id="nope", show=False)

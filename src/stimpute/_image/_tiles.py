@@ -25,7 +25,7 @@ from .._constants import IMAGE_KEYS
 from ..get import _spatial
 from ._io import ImageSource, open_array, open_file, to_rgb_uint8
 
-__all__ = ["TileSpec", "iter_tiles", "prepare_tiles"]
+__all__ = ["TileSpec", "check_tile_scale", "iter_tiles", "prepare_tiles"]
 
 #: Fraction of spot centres outside the image above which the coordinates are taken to be wrong (an error).
 MAX_OUTSIDE_FRACTION = 0.25
@@ -87,6 +87,16 @@ class TileSpec:
             self.source.reduce_to(out_side / native_side)
 
 
+def check_tile_scale(tile_scale) -> None:
+    """Raise unless ``tile_scale`` is a finite positive number."""
+    if not (isinstance(tile_scale, Real) and not isinstance(tile_scale, bool) and np.isfinite(tile_scale)):
+        msg = f"`tile_scale` must be a positive number, got {tile_scale!r}."
+        raise TypeError(msg)
+    if tile_scale <= 0:
+        msg = f"`tile_scale` must be a positive number (tile side in spot diameters), got {tile_scale!r}."
+        raise ValueError(msg)
+
+
 def prepare_tiles(
     adata: AnnData,
     *,
@@ -102,12 +112,7 @@ def prepare_tiles(
     ``metadata['source_image_path']`` when ``img_key`` is None and the file exists, else the stored image
     ``img_key`` (default: ``hires``, then ``lowres``). Raises before anything is decoded.
     """
-    if not (isinstance(tile_scale, Real) and not isinstance(tile_scale, bool) and np.isfinite(tile_scale)):
-        msg = f"`tile_scale` must be a positive number, got {tile_scale!r}."
-        raise TypeError(msg)
-    if tile_scale <= 0:
-        msg = f"`tile_scale` must be a positive number (tile side in spot diameters), got {tile_scale!r}."
-        raise ValueError(msg)
+    check_tile_scale(tile_scale)
     if source_image is not None and img_key is not None:
         msg = (
             f"Pass either `source_image` (a full-resolution image) or `img_key={img_key!r}` (an image stored in "

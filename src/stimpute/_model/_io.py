@@ -164,6 +164,13 @@ class ImputationModel:
         _check_output(output, self.config)
         check_adata(adata)
         self._check_genes(adata)  # first: other genes make every other check moot
+        uses_image = "image" in self.config["modalities"]
+        if uses_image and image_key not in adata.obsm and self.config.get("image_features") is not None:
+            msg = (
+                f"The {self.method} model reads image features from `adata.obsm[{image_key!r}]`, which is missing. "
+                f"Compute them on the model's axes: `{self._image_call(image_key)}`."
+            )
+            raise KeyError(msg)
         X, coords, image = _check_inputs(
             adata,
             self.method,
@@ -177,13 +184,18 @@ class ImputationModel:
             training=False,
         )
         check_output_key(adata, key_added, inputs=["X" if layer is None else layer, image_key], methods=NETWORK_METHODS)
-        if "image" in self.config["modalities"] and image.shape[1] != self.config["n_image_features"]:
+        if uses_image and image.shape[1] != self.config["n_image_features"]:
+            fix = (
+                f"compute them on the model's axes: `{self._image_call(image_key)}`"
+                if self.config.get("image_features") is not None
+                else "compute them with the training section's `st.pp.image_features` settings"
+            )
             msg = (
                 f"`adata.obsm[{image_key!r}]` has {image.shape[1]} features but the model was trained on "
-                f"{self.config['n_image_features']}; compute them with the same `st.pp.image_features` settings."
+                f"{self.config['n_image_features']}; {fix}."
             )
             raise ValueError(msg)
-        if "image" in self.config["modalities"]:
+        if uses_image:
             self._check_image_axes(adata, image_key)
         prep = prepare(X, config=self.config, norm=self.config["norm"], coords=coords, image=image)
         attach_projection(prep, self.net)
@@ -238,19 +250,22 @@ class ImputationModel:
         if theirs is None:
             logg.warning(
                 f"`adata.uns[{image_key!r}]` does not say how `adata.obsm[{image_key!r}]` was made, so it cannot be "
-                "checked against the model's image axes; compute it with "
-                f"`st.pp.image_features(adata, key_added={image_key!r}, reference=model)`."
+                f"checked against the model's image axes; compute it with `{self._image_call(image_key)}`."
             )
             return
         if not same_projection(theirs, ours[PROJECTION_KEY]):
-            settings = ", ".join(f"{k}={ours['params'][k]!r}" for k in ("tile_scale", "n_comps") if k in ours["params"])
             msg = (
                 f"`adata.obsm[{image_key!r}]` is on other axes than the features the model was trained on (image "
                 "features are standardised and reduced with a PCA fitted to each section, so the same column means "
-                f"something else). Recompute them on the model's axes: `st.pp.image_features(adata, "
-                f"key_added={image_key!r}, reference=model, {settings})`."
+                f"something else). Recompute them on the model's axes: `{self._image_call(image_key)}`."
             )
             raise ValueError(msg)
+
+    def _image_call(self, image_key: str) -> str:
+        """The ``st.pp.image_features`` call that gives ``obsm[image_key]`` on the model's axes."""
+        from .._image._reference import reference_call
+
+        return reference_call({**self.config["image_features"], "key": image_key})
 
     def _needs_coords(self) -> bool:
         c = self.config
@@ -387,10 +402,17 @@ def _read_config(file: Path) -> dict:
         problems.append(f"`var_names` is not a list of {n_genes} gene names")
     if not isinstance(norm, dict) or not all(k in norm for k in _NORM_KEYS):
         problems.append(f"`norm` is not a mapping with {list(_NORM_KEYS)}")
-    elif not problems:
-        problems += _norm_problems(norm, n_genes)
+    modalities = config.get("modalities")
+    n_image = None
+    if isinstance(modalities, list) and "image" in modalities:
+        n_image = config.get("n_image_features")
+        if isinstance(n_image, bool) or not isinstance(n_image, int) or n_image < 1:
+            problems.append(f"`n_image_features={n_image!r}` is not a positive whole number")
+            n_image = None
+    if isinstance(norm, dict) and not problems:
+        problems += _norm_problems(norm, n_genes, n_image)
     if "image_features" in config:
-        problems += _image_record_problems(config["image_features"])
+        problems += _image_record_problems(config["image_features"], n_image)
     if config["method"] not in NETWORK_METHODS:
         problems.append(f"`method={config['method']!r}` is not one of {list(NETWORK_METHODS)}")
     if config["loss"] not in LOSSES:
@@ -401,7 +423,7 @@ def _read_config(file: Path) -> dict:
     return config
 
 
-def _norm_problems(norm: dict, n_genes: int) -> list[str]:
+def _norm_problems(norm: dict, n_genes: int, n_image: int | None) -> list[str]:
     """What is wrong with the stored normalisation constants (they are used as numbers at prediction)."""
     problems = []
     for key in ("library_mean", "library_std", "library_median"):
@@ -413,18 +435,17 @@ def _norm_problems(norm: dict, n_genes: int) -> list[str]:
     lists = {"gene_max": n_genes, "gene_mean": n_genes}
     if "gene_mean_normalised" in norm:
         lists["gene_mean_normalised"] = n_genes
-    if "image_mean" in norm or "image_std" in norm:
-        image_mean = norm.get("image_mean")
-        lists.update(
-            dict.fromkeys(("image_mean", "image_std"), len(image_mean) if isinstance(image_mean, list) else -1)
-        )
+    if n_image is not None:  # an image model standardises its inputs with these
+        lists.update(dict.fromkeys(("image_mean", "image_std"), n_image))
     for key, n in lists.items():
         v = norm.get(key)
         if not (isinstance(v, list) and len(v) == n and all(_finite_number(x) for x in v)):
-            what = f"{n} finite numbers" if n >= 0 else "finite numbers, one per image feature"
-            problems.append(f"`norm[{key!r}]` is not a list of {what}")
-        elif key == "image_std" and min(v, default=1.0) <= 0:
-            problems.append("`norm['image_std']` has values that are not positive")
+            what = "gene" if n == n_genes and key.startswith("gene") else "image feature"
+            problems.append(f"`norm[{key!r}]` is not a list of {n} finite numbers (one per {what})")
+        elif key in ("image_std",) and min(v, default=1.0) <= 0:
+            problems.append(f"`norm[{key!r}]` has values that are not positive")
+        elif key == "gene_max" and min(v, default=0.0) < 0:
+            problems.append("`norm['gene_max']` has negative values (largest observed counts)")
     return problems
 
 
@@ -432,17 +453,10 @@ def _finite_number(x) -> bool:
     return not isinstance(x, bool) and isinstance(x, int | float) and bool(np.isfinite(x))
 
 
-def _image_record_problems(record) -> list[str]:
-    from .._image._projection import PROJECTION_KEY, SETTINGS, check_projection
+def _image_record_problems(record, n_image: int | None) -> list[str]:
+    from .._image._reference import record_problems
 
-    if not isinstance(record, dict) or not isinstance(record.get("params"), dict):
-        return ["`image_features` is not a mapping with `params`"]
-    missing = [k for k in SETTINGS if k not in record["params"]]
-    if missing:
-        return [f"`image_features['params']` lacks {missing}"]
-    n_features = record["params"].get("n_features")
-    problem = check_projection(record.get(PROJECTION_KEY), n_features if isinstance(n_features, int) else None)
-    return [f"`image_features['{PROJECTION_KEY}']` is unusable: {problem}"] if problem else []
+    return [f"`image_features`: {p}" for p in record_problems(record, n_outputs=n_image)]
 
 
 def _read_state(file: Path, device) -> dict:

@@ -73,11 +73,13 @@ def spatial_canvas(
         msg = f"`spot_size` must be a positive number (spot diameter in full-resolution pixels), got {spot_size!r}."
         raise ValueError(msg)
     img, scale, diameter_full = None, 1.0, None
-    if library_id is not None and len(adata.uns.get(SPATIAL_KEY, {})) > 1:
-        logg.warning(
-            f"`adata.uns['spatial']` holds several libraries; every spot is drawn at library {library_id!r}'s scale "
-            "and on its image. Keep only that section's spots if the others come from other sections."
-        )
+    if library_id is not None and SPATIAL_KEY in adata.uns:
+        get.library_id(adata, library_id)  # an unknown library is a KeyError listing those present
+        if len(adata.uns[SPATIAL_KEY]) > 1:
+            logg.warning(
+                f"`adata.uns['spatial']` holds several libraries; every spot is drawn with the scale and image of "
+                f"library {library_id!r}. Keep only that section's spots if the others come from other sections."
+            )
     if img_key is not None or _has_images(adata, library_id):
         key = get.img_key(adata, library_id, img_key)
         img = get.image(adata, library_id, key)

@@ -12,7 +12,9 @@ from anndata import AnnData
 
 from .. import _logging as logg
 from .._constants import IMAGE_FEATURES_KEY, SPATIAL_KEY
-from .._image._projection import PROJECTION_KEY, SETTINGS, apply_projection, check_projection, fit_projection
+from .._image._projection import PROJECTION_KEY, apply_projection, fit_projection
+from .._image._reference import check_reference_settings, checkpoint_sha256, reference_record, warn_resolution
+from .._image._tiles import check_tile_scale
 from .._settings import check_device_name, settings
 from .._validate import check_adata, check_key_string, check_positive_int, check_seed
 
@@ -137,7 +139,7 @@ def image_features(
         ``float32`` array ``(n_obs, n_comps)``, one row per spot in ``obs_names`` order.
     ``adata.uns['X_image' | key_added]['params']``
         ``encoder``, ``weights`` (``"none"``, ``"imagenet"``, ``"random"`` or the checkpoint's file
-        name), ``img_source`` (``"file"``, ``"uns"`` or ``"array"``), ``image`` (file name or image
+        name), ``weights_sha256`` (the checkpoint file's SHA-256, else ``""``), ``img_source`` (``"file"``, ``"uns"`` or ``"array"``), ``image`` (file name or image
         key), ``library_id``, ``scale`` (image pixels per full-resolution pixel, after any reduced
         JPEG decode), ``tile_size_source_px`` (tile side in pixels of that image), ``tile_scale``,
         ``tile_size`` (encoder input side), ``n_features`` (before PCA), ``n_comps``,
@@ -188,16 +190,21 @@ def image_features(
     if not isinstance(copy, bool):
         msg = f"`copy` must be True or False, got {copy!r}."
         raise TypeError(msg)
+    check_tile_scale(tile_scale)
+    weights_sha256 = checkpoint_sha256(weights) if encoder != HANDCRAFTED else ""
     ref = None
     if reference is not None:
-        ref = _reference_record(reference, key_added)
-        _check_reference_settings(
+        ref = reference_record(reference, key_added)
+        check_reference_settings(
             ref,
             encoder=encoder,
             weights=weights_label,
+            weights_sha256=weights_sha256,
+            random_state=random_state,
             tile_scale=tile_scale,
             tile_size=input_side,
             n_comps=n_comps,
+            from_model=not isinstance(reference, AnnData | Mapping),
         )
     elif adata.n_obs < 2:
         msg = f"`adata` has {adata.n_obs} spot; image features need at least 2 spots (they are standardised)."
@@ -236,6 +243,8 @@ def image_features(
         scale, side = spec.source.scale, spec.side
     finally:
         spec.source.close()
+    if ref is not None:
+        warn_resolution(ref, side, f"{spec.source.kind} image {spec.source.name!r}")
     features = np.concatenate(chunks, axis=0).astype(np.float64)
     if not np.isfinite(features).all():  # pragma: no cover - a CNN in half precision could overflow
         msg = "Image features contain NaN or infinite values."
@@ -264,6 +273,7 @@ def image_features(
         "params": {
             "encoder": encoder,
             "weights": weights_label,
+            "weights_sha256": weights_sha256,
             "img_source": spec.source.kind,
             "image": spec.source.name,
             "library_id": spec.library_id,
@@ -315,72 +325,3 @@ def _check_weights(encoder: str, weights: str | os.PathLike | None) -> str:
         )
         raise FileNotFoundError(msg)
     return path.name
-
-
-def _reference_record(reference, key: str) -> dict:
-    """The ``uns`` record of image features that ``reference`` stands for (checked)."""
-    if isinstance(reference, AnnData):
-        if key not in reference.uns:
-            msg = (
-                f"`reference` has no `uns[{key!r}]`: run `st.pp.image_features(reference, key_added={key!r})` on it "
-                "first, or pass the `key_added` it used."
-            )
-            raise KeyError(msg)
-        record, where = reference.uns[key], f"`reference.uns[{key!r}]`"
-    elif isinstance(reference, Mapping):
-        record, where = reference, "`reference`"
-    elif isinstance(getattr(reference, "config", None), dict):
-        record, where = reference.config.get("image_features"), "the model"
-        if record is None:
-            msg = (
-                "`reference` is a model that stores no image-feature axes (it was trained without image features, "
-                "with features not made by `st.pp.image_features`, or by an older stimpute); pass the training "
-                "section's AnnData instead."
-            )
-            raise ValueError(msg)
-    else:
-        msg = (
-            "`reference` must be an AnnData processed by `st.pp.image_features`, its `uns` record or a trained "
-            f"`ImputationModel`, got {type(reference).__name__}."
-        )
-        raise TypeError(msg)
-    params = record.get("params") if isinstance(record, Mapping) else None
-    if not isinstance(params, Mapping) or PROJECTION_KEY not in record:
-        msg = (
-            f"{where} is not an image-feature record of `st.pp.image_features` with its axes (`params` and "
-            f"`{PROJECTION_KEY}`); recompute the reference's features with this stimpute version."
-        )
-        raise ValueError(msg)
-    missing = [k for k in SETTINGS if k not in params]
-    n_features = params.get("n_features")
-    n_features = int(n_features) if isinstance(n_features, int | np.integer) else None
-    problem = check_projection(record[PROJECTION_KEY], n_features)
-    if missing or problem:
-        what = f"lacks {missing}" if missing else f"has an unusable `{PROJECTION_KEY}`: {problem}"
-        msg = f"{where} {what}; recompute the reference's features with `st.pp.image_features`."
-        raise ValueError(msg)
-    return {"params": dict(params), PROJECTION_KEY: dict(record[PROJECTION_KEY])}
-
-
-def _check_reference_settings(ref: dict, *, encoder, weights, tile_scale, tile_size, n_comps) -> None:
-    """Raise unless this call's settings give features comparable with the reference's."""
-    params = ref["params"]
-    wanted = {"encoder": encoder, "weights": weights, "tile_scale": float(tile_scale), "tile_size": int(tile_size)}
-    for name, value in wanted.items():
-        theirs = params[name]
-        same = np.isclose(float(theirs), value) if name == "tile_scale" else str(theirs) == str(value)
-        if not same:
-            msg = (
-                f"`{name}={value!r}` differs from the reference's ({theirs!r}); pass `{name}={theirs!r}` so that "
-                "both sections' features mean the same."
-            )
-            raise ValueError(msg)
-    components = ref[PROJECTION_KEY].get("components")
-    if components is None and n_comps is not None:
-        msg = "The reference kept its standardised features without PCA; pass `n_comps=None`."
-        raise ValueError(msg)
-    if components is not None:
-        k = len(np.asarray(components))
-        if n_comps is None or n_comps < k:
-            msg = f"The reference has {k} principal components; pass `n_comps={k}`."
-            raise ValueError(msg)

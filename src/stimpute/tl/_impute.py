@@ -816,24 +816,34 @@ def _compute_image_features(adata: AnnData, image_key: str) -> np.ndarray:
 
 
 def _image_record(adata: AnnData, image_key: str, *, n_columns: int) -> dict | None:
-    """The ``st.pp.image_features`` record (settings and axes) behind ``obsm[image_key]``, when it fits it."""
-    from .._image._projection import PROJECTION_KEY, SETTINGS, check_projection
+    """The ``st.pp.image_features`` record (settings and axes) behind ``obsm[image_key]``, when it fits it.
+
+    Plain Python values (the model's configuration is saved as JSON and shares no memory with ``adata``).
+    """
+    from .._image._projection import PROJECTION_KEY
+    from .._image._reference import _plain, record_problems
 
     record = adata.uns.get(image_key)
-    if not isinstance(record, Mapping) or not isinstance(record.get("params"), Mapping):
+    if not isinstance(record, Mapping) or PROJECTION_KEY not in record:
         return None
-    params, projection = record["params"], record.get(PROJECTION_KEY)
-    if any(k not in params for k in SETTINGS) or check_projection(projection) is not None:
+    record = _plain({"key": image_key, "params": record.get("params"), PROJECTION_KEY: record[PROJECTION_KEY]})
+    if record_problems(record, n_outputs=n_columns):  # e.g. obsm[image_key] replaced after st.pp.image_features
         return None
-    n_out = len(projection["components"]) if "components" in projection else len(projection["mean"])
-    if n_out != n_columns:  # obsm[image_key] was replaced after st.pp.image_features
-        return None
-    keep = ("img_source", "image", "n_features", *SETTINGS)
-    return {
-        "key": image_key,
-        "params": {k: params[k] for k in keep if k in params},
-        PROJECTION_KEY: {k: np.asarray(v, dtype=np.float64) for k, v in projection.items()},
-    }
+    keep = (
+        "encoder",
+        "weights",
+        "weights_sha256",
+        "random_state",
+        "img_source",
+        "image",
+        "tile_size_source_px",
+        "tile_scale",
+        "tile_size",
+        "n_features",
+        "n_comps",
+    )
+    record["params"] = {k: record["params"][k] for k in keep if k in record["params"]}
+    return record
 
 
 def _knn_predict(X, coords: np.ndarray, opts: dict[str, Any], output: str) -> np.ndarray:
