@@ -118,7 +118,10 @@ def spatial_smooth(
     scale[empty] = row_nnz[empty] / (row_nnz[empty] - 1)
     graph = sparse.diags(scale) @ graph
     smoothed = graph @ M
-    smoothed = sparse.csr_matrix(smoothed, dtype=np.float32) if sparse.issparse(M) else np.asarray(smoothed, np.float32)
+    if sparse.issparse(M):
+        smoothed = as_csr(smoothed, np.float32)  # canonical: a product of sparse matrices has unsorted indices
+    else:
+        smoothed = np.asarray(smoothed, np.float32)
 
     if copy:
         adata = adata.copy()

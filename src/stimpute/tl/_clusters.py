@@ -306,7 +306,12 @@ def _check_values(M, layer: str) -> None:
             "the layer at 0 first (for example `np.clip(layer, 0, None)`)."
         )
         raise ValueError(msg)
-    expressed = int((np.asarray((M != 0).sum(axis=0)).ravel() > 0).sum())
+    # from the stored values: `M != 0` would sum duplicates and sort indices of the user's matrix in place
+    if sparse.issparse(M):
+        C = M.tocsr()
+        expressed = int(np.unique(C.indices[C.data != 0]).size)
+    else:
+        expressed = int(np.count_nonzero(np.asarray(M).any(axis=0)))
     if expressed < 2:
         msg = f"`{where}` has {expressed} gene(s) with any non-zero value; clustering needs at least two."
         raise ValueError(msg)
