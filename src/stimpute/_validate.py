@@ -236,6 +236,27 @@ def check_output_key(
         raise ValueError(msg)
 
 
+def check_own_keys(
+    adata: AnnData, key_added: str, *, fields: Iterable[str], writer: str, layers: Iterable[str] = ()
+) -> None:
+    """Refuse overwriting ``uns[key_added]`` or ``layers`` unless ``uns[key_added]`` is a record of ``writer``.
+
+    For the functions without a ``params['method']`` (holdout, smoothing, image features): their record is
+    recognised by the ``fields`` its ``params`` always hold. Re-running under the same key is fine.
+    """
+    params = record_params(adata, key_added)
+    if params is not None and all(f in params for f in fields):
+        return
+    taken = [f"uns[{key_added!r}]"] if key_added in adata.uns else []
+    taken += [f"layers[{k!r}]" for k in layers if k in adata.layers]
+    if taken:
+        msg = (
+            f"`key_added={key_added!r}` would overwrite `adata.{taken[0]}`, which {writer} did not write; pass another "
+            "name (or delete that entry first)."
+        )
+        raise ValueError(msg)
+
+
 def check_key_string(value: Any, *, name: str, writes_uns: bool = False) -> str:
     """Check that ``value`` is a non-empty string usable as an AnnData key (used for ``key_added``).
 

@@ -67,7 +67,8 @@ def compare_clusters(
     The stored clusters ``adata.obs['{key}_{layer}']`` and scores ``adata.uns[key]`` are used as they
     are. When they are missing for a requested layer, :func:`stimpute.tl.compare_clusters` is run
     first (with the parameters stored in ``adata.uns[key]['params']`` if any, else its defaults), which
-    writes its usual keys into ``adata``.
+    writes its usual keys into ``adata``; the layers clustered before under ``key`` are clustered again
+    with them (same settings, same results), so their stored clusters and scores are kept.
 
     Parameters
     ----------
@@ -144,13 +145,21 @@ def compare_clusters(
             kwargs["n_clusters"] = None
         if kwargs.get("random_state", 0) == -1:
             kwargs["random_state"] = None
-        if params.get("reference") in layers:
+        # the layers clustered before are clustered again with them (same settings, same results): a plot
+        # must not drop earlier results
+        earlier = [
+            layer
+            for layer in (params.get("layers", []) if isinstance(scores, pd.DataFrame) else [])
+            if layer == "X" or layer in adata.layers
+        ]
+        union = list(dict.fromkeys([*earlier, *layers]))
+        if params.get("reference") in union:
             kwargs["reference"] = params["reference"]
         lk = labels_key if labels_key is not None else (None if stored_labels == "none" else stored_labels)
         if lk is not None and lk in adata.obs:
             kwargs["labels_key"] = lk
         logg.info(f"clusters of {missing} not found under key {key!r}: running `st.tl.compare_clusters` first")
-        tl.compare_clusters(adata, layers, key_added=key, **kwargs)
+        tl.compare_clusters(adata, union, key_added=key, **kwargs)
         params = dict(adata.uns[key]["params"])
         scores = adata.uns[key]["scores"]
         stored_labels = str(params["labels_key"])

@@ -18,6 +18,7 @@ from .._validate import (
     check_counts,
     check_fraction,
     check_key_string,
+    check_own_keys,
     check_positive_int,
     check_random_state,
     get_matrix,
@@ -118,6 +119,13 @@ def holdout(
             f"(e.g. `key_added='{key_added}2'` for a split of the training layer)."
         )
         raise ValueError(msg)
+    check_own_keys(
+        adata,
+        key_added,
+        fields=("strategy", "fraction"),
+        writer="st.pp.holdout",
+        layers=[key_added + TRAIN_SUFFIX, key_added + TEST_SUFFIX],
+    )
     source_name = "adata.X" if layer in (None, "X") else f"adata.layers[{layer!r}]"
     check_counts(source, name=source_name, integer=strategy == "thinning")
     n_folds = max(2, int(round(1 / fraction)))

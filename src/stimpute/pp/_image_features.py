@@ -16,7 +16,7 @@ from .._image._projection import PROJECTION_KEY, apply_projection, fit_projectio
 from .._image._reference import check_reference_settings, checkpoint_sha256, reference_record, warn_resolution
 from .._image._tiles import check_tile_scale
 from .._settings import check_device_name, settings
-from .._validate import check_adata, check_key_string, check_positive_int, check_seed
+from .._validate import check_adata, check_key_string, check_own_keys, check_positive_int, check_seed
 
 if TYPE_CHECKING:
     from .._model._io import ImputationModel
@@ -179,6 +179,7 @@ def image_features(
         n_comps = check_positive_int(n_comps, name="n_comps")
     batch_size = check_positive_int(batch_size, name="batch_size")
     key_added = check_key_string(key_added, name="key_added", writes_uns=True)
+    check_own_keys(adata, key_added, fields=("encoder", "tile_scale"), writer="st.pp.image_features")
     check_seed(random_state)
     if device is not None:
         check_device_name(device)

@@ -15,6 +15,7 @@ from .._validate import (
     check_adata,
     check_key_string,
     check_layer,
+    check_own_keys,
     check_positive_int,
     check_real_matrix,
     get_matrix,
@@ -95,6 +96,9 @@ def spatial_smooth(
     if key_added == name or (key_added == "X" and layer is None):
         msg = f"`key_added={key_added!r}` would overwrite the input; pass another name."
         raise ValueError(msg)
+    check_own_keys(
+        adata, key_added, fields=("n_neighbors", "spatial_key"), writer="st.pp.spatial_smooth", layers=[key_added]
+    )
     coords = spatial_coords(adata, key=spatial_key)
     M = get_matrix(adata, layer)
     where = "adata.X" if name == "X" else f"adata.layers[{name!r}]"

@@ -5,6 +5,7 @@ torch is imported only inside the functions that train or load a network.
 
 from __future__ import annotations
 
+import copy as copy_module
 import time
 from collections.abc import Mapping, Sequence
 from numbers import Integral, Real
@@ -366,6 +367,7 @@ def impute(
         adata = adata.copy()
         X = get_matrix(adata, layer)
     computed_image = image is None and "image" in modalities
+    previous_record = adata.uns.get(image_key)  # an earlier st.pp.image_features record, put back on failure
     if computed_image:
         image = _compute_image_features(adata, image_key)
 
@@ -478,6 +480,8 @@ def impute(
         if computed_image:  # a failed run leaves adata as it found it: drop the features it computed
             adata.obsm.pop(image_key, None)
             adata.uns.pop(image_key, None)
+            if previous_record is not None:
+                adata.uns[image_key] = previous_record
         raise
 
 
@@ -912,7 +916,7 @@ def _write_result(
 ) -> None:
     adata.layers[key_added] = np.ascontiguousarray(out, dtype=np.float32)
     adata.uns[key_added] = {
-        "params": params,
+        "params": copy_module.deepcopy(params),  # not shared with a model's config (editing one edits the other)
         "history": {
             "epoch": np.asarray(history["epoch"], dtype=np.int64),
             "train_loss": np.asarray(history["train_loss"], dtype=np.float64),
