@@ -133,3 +133,17 @@ def test_spatial_smooth_writes_canonical_layers(pair):
     """Its output is a product of sparse matrices (unsorted indices); it is stored canonical."""
     st.pp.spatial_smooth(pair, "canon", key_added="s")
     assert pair.layers["s"].has_canonical_format
+
+
+def test_float16_layers():
+    """scipy.sparse has no float16: holdout and the normalized kNN readout failed inside scipy."""
+    adata = st.datasets.synthetic_visium(n_spots=80, n_genes=20, random_state=0)
+    adata.layers["h"] = adata.X.toarray().astype(np.float16)
+    st.pp.holdout(adata, layer="h", random_state=0)
+    assert adata.layers["holdout_train"].dtype == np.float32
+    total = (adata.layers["holdout_train"] + adata.layers["holdout_test"]).toarray()
+    np.testing.assert_array_equal(total, adata.layers["h"].astype(np.float32))
+    adata.layers["t16"] = adata.layers["holdout_train"].toarray().astype(np.float16)
+    st.tl.impute(adata, "knn", layer="t16", output="normalized", keep_observed=True, key_added="k16")
+    st.tl.impute(adata, "knn", layer="holdout_train", output="normalized", keep_observed=True, key_added="k32")
+    np.testing.assert_allclose(adata.layers["k16"], adata.layers["k32"], rtol=1e-5)

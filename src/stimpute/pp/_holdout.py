@@ -88,7 +88,8 @@ def holdout(
     ``None``, or a copy of ``adata`` when ``copy=True``. Sets:
 
     ``adata.layers['{key_added}_train']``
-        Counts that models may see (CSR, same dtype as the source).
+        Counts that models may see (CSR, same dtype as the source; float32 for a float16 source, which
+        scipy.sparse cannot store).
     ``adata.layers['{key_added}_test']``
         The hidden counts only (CSR, same dtype as the source).
     ``adata.obs['{key_added}_hidden_spot']``
@@ -148,6 +149,8 @@ def holdout(
             raise ValueError(msg)
     rng = check_random_state(random_state)
 
+    if not sparse.issparse(source) and source.dtype == np.float16:  # scipy.sparse has no float16 (exact in float32)
+        source = source.astype(np.float32)
     X = sparse.csr_matrix(source, copy=True) if not sparse.issparse(source) else source.tocsr(copy=True)
     X.sum_duplicates()  # duplicate stored entries would otherwise be split between train and test
     X.eliminate_zeros()

@@ -882,7 +882,7 @@ def _check_output(output: str, config: dict) -> None:
 
 
 def _median_total(X) -> float:
-    totals = np.asarray(sparse.csr_matrix(X).sum(axis=1)).ravel()
+    totals = np.asarray(X.sum(axis=1, dtype=np.float64)).ravel()  # float64: a float16 layer's totals overflow
     return float(np.median(totals[totals > 0])) if (totals > 0).any() else 1.0
 
 
