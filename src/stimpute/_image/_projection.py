@@ -14,7 +14,15 @@ import numpy as np
 
 from .. import _logging as logg
 
-__all__ = ["PROJECTION_KEY", "SETTINGS", "apply_projection", "fit_projection", "same_projection"]
+__all__ = [
+    "PROJECTION_KEY",
+    "SETTINGS",
+    "apply_projection",
+    "check_projection",
+    "fit_projection",
+    "same_projection",
+    "variance_ratio",
+]
 
 PROJECTION_KEY = "projection"
 #: Settings of ``st.pp.image_features`` that must match between a reference and the section projected on it.
@@ -58,6 +66,14 @@ def apply_projection(features: np.ndarray, projection: Mapping) -> np.ndarray:
     if "components" not in projection:
         return z
     return z @ np.asarray(projection["components"], dtype=np.float64).T
+
+
+def variance_ratio(features: np.ndarray, projection: Mapping, scores: np.ndarray) -> np.ndarray:
+    """Share of the standardised variance of ``features`` on each axis of ``projection`` (empty without PCA)."""
+    if "components" not in projection:
+        return np.zeros(0)
+    total = float(_zscore(features, projection).var(axis=0).sum())
+    return scores.var(axis=0) / total if total > 0 else np.zeros(scores.shape[1])
 
 
 def same_projection(a: Mapping, b: Mapping) -> bool:

@@ -21,6 +21,7 @@ __all__ = [
     "DEFAULT_N_COMPS",
     "check_reference_settings",
     "checkpoint_sha256",
+    "plain_values",
     "record_problems",
     "reference_call",
     "reference_record",
@@ -111,13 +112,13 @@ def reference_record(reference, key: str) -> dict:
             f"`{PROJECTION_KEY}`); recompute the reference's features with this stimpute version."
         )
         raise ValueError(msg)
-    problems = record_problems(_plain(record))
+    problems = record_problems(plain_values(record))
     if problems:
         msg = (
             f"{where} is not a usable image-feature record: {'; '.join(problems)}. Recompute the reference's features."
         )
         raise ValueError(msg)
-    return _plain(
+    return plain_values(
         {"key": record.get("key", key), "params": dict(record["params"]), PROJECTION_KEY: record[PROJECTION_KEY]}
     )
 
@@ -217,12 +218,12 @@ def _n_outputs(record: Mapping) -> int:
     return len(projection["components"]) if "components" in projection else len(projection["mean"])
 
 
-def _plain(obj):
+def plain_values(obj):
     """Numpy scalars and arrays to Python numbers and lists (JSON-serialisable, no shared memory)."""
     if isinstance(obj, Mapping):
-        return {str(k): _plain(v) for k, v in obj.items()}
+        return {str(k): plain_values(v) for k, v in obj.items()}
     if isinstance(obj, np.ndarray | list | tuple):
-        return [_plain(v) for v in obj]
+        return [plain_values(v) for v in obj]
     if isinstance(obj, np.bool_):
         return bool(obj)
     if isinstance(obj, np.integer):

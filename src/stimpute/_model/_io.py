@@ -440,9 +440,9 @@ def _norm_problems(norm: dict, n_genes: int, n_image: int | None) -> list[str]:
     for key, n in lists.items():
         v = norm.get(key)
         if not (isinstance(v, list) and len(v) == n and all(_finite_number(x) for x in v)):
-            what = "gene" if n == n_genes and key.startswith("gene") else "image feature"
+            what = "gene" if key.startswith("gene") else "image feature"
             problems.append(f"`norm[{key!r}]` is not a list of {n} finite numbers (one per {what})")
-        elif key in ("image_std",) and min(v, default=1.0) <= 0:
+        elif key == "image_std" and min(v, default=1.0) <= 0:
             problems.append(f"`norm[{key!r}]` has values that are not positive")
         elif key == "gene_max" and min(v, default=0.0) < 0:
             problems.append("`norm['gene_max']` has negative values (largest observed counts)")

@@ -12,7 +12,7 @@ from anndata import AnnData
 
 from .. import _logging as logg
 from .._constants import IMAGE_FEATURES_KEY, SPATIAL_KEY
-from .._image._projection import PROJECTION_KEY, apply_projection, fit_projection
+from .._image._projection import PROJECTION_KEY, apply_projection, fit_projection, variance_ratio
 from .._image._reference import check_reference_settings, checkpoint_sha256, reference_record, warn_resolution
 from .._image._tiles import check_tile_scale
 from .._settings import check_device_name, settings
@@ -139,8 +139,8 @@ def image_features(
         ``float32`` array ``(n_obs, n_comps)``, one row per spot in ``obs_names`` order.
     ``adata.uns['X_image' | key_added]['params']``
         ``encoder``, ``weights`` (``"none"``, ``"imagenet"``, ``"random"`` or the checkpoint's file
-        name), ``weights_sha256`` (the checkpoint file's SHA-256, else ``""``), ``img_source`` (``"file"``, ``"uns"`` or ``"array"``), ``image`` (file name or image
-        key), ``library_id``, ``scale`` (image pixels per full-resolution pixel, after any reduced
+        name), ``weights_sha256`` (the checkpoint file's SHA-256, else ``""``), ``img_source``
+        (``"file"``, ``"uns"`` or ``"array"``), ``image`` (file name or image key), ``library_id``, ``scale`` (image pixels per full-resolution pixel, after any reduced
         JPEG decode), ``tile_size_source_px`` (tile side in pixels of that image), ``tile_scale``,
         ``tile_size`` (encoder input side), ``n_features`` (before PCA), ``n_comps``,
         ``explained_variance_ratio`` (empty without PCA; with ``reference``, the share of this
@@ -262,11 +262,7 @@ def image_features(
             )
             raise ValueError(msg)
         reduced = apply_projection(features, projection)
-        z_var = apply_projection(features, {"mean": projection["mean"], "scale": projection["scale"]}).var(axis=0)
-        total = float(z_var.sum())
-        ratio = reduced.var(axis=0) / total if "components" in projection and total > 0 else np.zeros(0)
-        if "components" in projection and total == 0:
-            ratio = np.zeros(reduced.shape[1])
+        ratio = variance_ratio(features, projection, reduced)
 
     target = adata.copy() if copy else adata
     target.obsm[key_added] = reduced.astype(np.float32)

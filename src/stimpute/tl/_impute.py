@@ -825,12 +825,12 @@ def _image_record(adata: AnnData, image_key: str, *, n_columns: int) -> dict | N
     Plain Python values (the model's configuration is saved as JSON and shares no memory with ``adata``).
     """
     from .._image._projection import PROJECTION_KEY
-    from .._image._reference import _plain, record_problems
+    from .._image._reference import plain_values, record_problems
 
     record = adata.uns.get(image_key)
     if not isinstance(record, Mapping) or PROJECTION_KEY not in record:
         return None
-    record = _plain({"key": image_key, "params": record.get("params"), PROJECTION_KEY: record[PROJECTION_KEY]})
+    record = plain_values({"key": image_key, "params": record.get("params"), PROJECTION_KEY: record[PROJECTION_KEY]})
     if record_problems(record, n_outputs=n_columns):  # e.g. obsm[image_key] replaced after st.pp.image_features
         return None
     keep = (
