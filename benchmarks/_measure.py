@@ -50,3 +50,17 @@ def _malloc_trim() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc
         pass
+
+
+def predict_on_unchecked_axes(model, adata, *, image_key: str, layer: str, key_added: str) -> None:
+    """``model.predict`` with its image-axes check bypassed: what it accepted before it checked.
+
+    The record's axes are taken out of ``adata.uns[image_key]`` for the call and put back afterwards, so the
+    model reads ``obsm[image_key]`` (fitted to this section) as if it were on its own axes.
+    """
+    record = adata.uns[image_key]
+    projection = record.pop("projection")
+    try:
+        model.predict(adata, layer=layer, image_key=image_key, key_added=key_added)
+    finally:
+        record["projection"] = projection

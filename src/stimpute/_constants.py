@@ -13,6 +13,9 @@ TEST_SUFFIX = "_test"
 HIDDEN_SPOT_SUFFIX = "_hidden_spot"  # obs column for strategy="spots"
 
 IMAGE_FEATURES_KEY = "X_image"
+IMAGE_N_COMPS = 30  # st.pp.image_features' default number of principal components
+HANDCRAFTED_INPUT_SIDE = 64  # pixels: the handcrafted encoder's default tile input side
+CNN_INPUT_SIDE = 224  # pixels: the CNN encoders' default input side (the ImageNet training crop)
 CLUSTERS_KEY = "clusters"
 IMPUTED_PREFIX = "imputed_"
 MAX_SEED = 2**32 - 1  # the largest seed numpy, torch and scikit-learn all accept

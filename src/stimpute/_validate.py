@@ -6,7 +6,7 @@ key or parameter and how to fix it, and never modifies its input.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from numbers import Integral, Real
 from typing import Any
 
@@ -201,6 +201,19 @@ def record_params(adata: AnnData, key: str) -> dict | None:
     record = adata.uns.get(key)
     params = record.get("params") if isinstance(record, dict) else None
     return params if isinstance(params, dict) else None
+
+
+def plain_values(obj: Any) -> Any:
+    """Mappings, lists, tuples, arrays and numpy scalars as plain Python values (JSON-serialisable, no shared memory)."""
+    if isinstance(obj, Mapping):
+        return {str(k): plain_values(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [plain_values(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
 
 
 def owns_record(adata: AnnData, key: str, methods: Iterable[str]) -> bool:

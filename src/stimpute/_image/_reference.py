@@ -14,21 +14,18 @@ import numpy as np
 from anndata import AnnData
 
 from .. import _logging as logg
-from .._constants import IMAGE_FEATURES_KEY
+from .._constants import CNN_INPUT_SIDE, HANDCRAFTED_INPUT_SIDE, IMAGE_FEATURES_KEY, IMAGE_N_COMPS
+from .._validate import plain_values
 from ._projection import PROJECTION_KEY, SETTINGS, check_projection
 
 __all__ = [
-    "DEFAULT_N_COMPS",
     "check_reference_settings",
     "checkpoint_sha256",
-    "plain_values",
     "record_problems",
     "reference_call",
     "reference_record",
 ]
 
-#: ``st.pp.image_features``' default ``n_comps`` (the suggested call leaves it out when it fits).
-DEFAULT_N_COMPS = 30
 #: Tiles whose side in source pixels differs from the reference's by more than this factor get a warning.
 RESOLUTION_FACTOR = 1.5
 
@@ -112,15 +109,16 @@ def reference_record(reference, key: str) -> dict:
             f"`{PROJECTION_KEY}`); recompute the reference's features with this stimpute version."
         )
         raise ValueError(msg)
-    problems = record_problems(plain_values(record))
+    plain = plain_values(
+        {"key": record.get("key", key), "params": record["params"], PROJECTION_KEY: record[PROJECTION_KEY]}
+    )
+    problems = record_problems(plain)
     if problems:
         msg = (
             f"{where} is not a usable image-feature record: {'; '.join(problems)}. Recompute the reference's features."
         )
         raise ValueError(msg)
-    return plain_values(
-        {"key": record.get("key", key), "params": dict(record["params"]), PROJECTION_KEY: record[PROJECTION_KEY]}
-    )
+    return plain
 
 
 def check_reference_settings(
@@ -202,13 +200,13 @@ def reference_call(record: Mapping, *, target: str = "adata", model: bool = True
         args.append(f"weights={weights!r}" if weights in ("imagenet", "random") else f"weights='<path to {weights}>'")
     if not np.isclose(float(params["tile_scale"]), 1.0):
         args.append(f"tile_scale={float(params['tile_scale']):g}")
-    default_side = 64 if params["encoder"] == "handcrafted" else 224
+    default_side = HANDCRAFTED_INPUT_SIDE if params["encoder"] == "handcrafted" else CNN_INPUT_SIDE
     if int(params["tile_size"]) != default_side:
         args.append(f"tile_size={int(params['tile_size'])}")
     components = record[PROJECTION_KEY].get("components")
     if components is None:
         args.append("n_comps=None")
-    elif len(components) > DEFAULT_N_COMPS:
+    elif len(components) > IMAGE_N_COMPS:
         args.append(f"n_comps={len(components)}")
     return f"st.pp.image_features({', '.join(args)})"
 
@@ -216,18 +214,3 @@ def reference_call(record: Mapping, *, target: str = "adata", model: bool = True
 def _n_outputs(record: Mapping) -> int:
     projection = record[PROJECTION_KEY]
     return len(projection["components"]) if "components" in projection else len(projection["mean"])
-
-
-def plain_values(obj):
-    """Numpy scalars and arrays to Python numbers and lists (JSON-serialisable, no shared memory)."""
-    if isinstance(obj, Mapping):
-        return {str(k): plain_values(v) for k, v in obj.items()}
-    if isinstance(obj, np.ndarray | list | tuple):
-        return [plain_values(v) for v in obj]
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.floating):
-        return float(obj)
-    return obj

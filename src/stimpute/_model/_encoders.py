@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from .._constants import CNN_INPUT_SIDE
+
 __all__ = ["CNN_ENCODERS", "CNN_INPUT_SIDE", "adapt_state_dict", "encode_tiles", "load_encoder"]
 
 #: Supported torchvision architectures and the attribute holding their classification head.
@@ -41,8 +43,6 @@ CNN_ENCODERS: dict[str, str] = {
     "densenet121": "classifier",
     "efficientnet_b0": "classifier",
 }
-#: Default input side in pixels (the ImageNet training crop).
-CNN_INPUT_SIDE = 224
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 _WRAPPERS = ("state_dict", "model_state_dict", "model")

@@ -20,7 +20,7 @@ from anndata import AnnData
 from .. import _logging as logg
 from .._constants import NETWORK_METHODS
 from .._lineage import holdout_id_of
-from .._validate import check_adata, check_bool, check_key_string, check_output_key
+from .._validate import check_adata, check_bool, check_key_string, check_output_key, plain_values
 from ._checkpoint import read_weights
 from ._data import attach_projection, prepare
 from ._device import resolve_device
@@ -165,12 +165,7 @@ class ImputationModel:
         check_adata(adata)
         self._check_genes(adata)  # first: other genes make every other check moot
         uses_image = "image" in self.config["modalities"]
-        if uses_image and image_key not in adata.obsm and self.config.get("image_features") is not None:
-            msg = (
-                f"The {self.method} model reads image features from `adata.obsm[{image_key!r}]`, which is missing. "
-                f"Compute them on the model's axes: `{self._image_call(image_key)}`."
-            )
-            raise KeyError(msg)
+        has_axes = self.config.get("image_features") is not None
         X, coords, image = _check_inputs(
             adata,
             self.method,
@@ -182,12 +177,13 @@ class ImputationModel:
             n_params=sum(p.numel() for p in self.net.parameters()),
             compute_image=False,
             training=False,
+            image_fix=self._image_call(image_key) if uses_image and has_axes else None,
         )
         check_output_key(adata, key_added, inputs=["X" if layer is None else layer, image_key], methods=NETWORK_METHODS)
         if uses_image and image.shape[1] != self.config["n_image_features"]:
             fix = (
                 f"compute them on the model's axes: `{self._image_call(image_key)}`"
-                if self.config.get("image_features") is not None
+                if has_axes
                 else "compute them with the training section's `st.pp.image_features` settings"
             )
             msg = (
@@ -324,7 +320,7 @@ class ImputationModel:
         config["stimpute_version"] = __version__
         config["format_version"] = FORMAT_VERSION
         with open(path / CONFIG_FILE, "w") as fh:
-            json.dump(_jsonable(config), fh, indent=1)
+            json.dump(plain_values(config), fh, indent=1)
         logg.info(f"saved {self.method} model to {str(path)!r}")
 
 
@@ -469,15 +465,3 @@ def _read_state(file: Path, device) -> dict:
         msg = f"{str(file)!r} holds a {what}, not a state dict; {_RESAVE}"
         raise ValueError(msg)
     return state
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj

@@ -11,7 +11,7 @@ import numpy as np
 from anndata import AnnData
 
 from .. import _logging as logg
-from .._constants import IMAGE_FEATURES_KEY, SPATIAL_KEY
+from .._constants import CNN_INPUT_SIDE, HANDCRAFTED_INPUT_SIDE, IMAGE_FEATURES_KEY, IMAGE_N_COMPS, SPATIAL_KEY
 from .._image._projection import PROJECTION_KEY, apply_projection, fit_projection, variance_ratio
 from .._image._reference import check_reference_settings, checkpoint_sha256, reference_record, warn_resolution
 from .._image._tiles import check_tile_scale
@@ -24,8 +24,6 @@ if TYPE_CHECKING:
 __all__ = ["image_features"]
 
 HANDCRAFTED = "handcrafted"
-#: Default input side (pixels) of the handcrafted encoder's tiles.
-HANDCRAFTED_INPUT_SIDE = 64
 
 
 def image_features(
@@ -38,7 +36,7 @@ def image_features(
     library_id: str | None = None,
     tile_scale: float = 1.0,
     tile_size: int | None = None,
-    n_comps: int | None = 30,
+    n_comps: int | None = IMAGE_N_COMPS,
     device: str | None = None,
     batch_size: int = 128,
     progress: bool | None = None,
@@ -164,7 +162,7 @@ def image_features(
     'hires'
     """
     from .._image._tiles import iter_tiles, prepare_tiles
-    from .._model._encoders import CNN_ENCODERS, CNN_INPUT_SIDE
+    from .._model._encoders import CNN_ENCODERS
 
     # validate everything before reading the image or touching adata ---------------------------------------
     check_adata(adata)

@@ -30,6 +30,7 @@ from .._validate import (
     check_positive_int,
     get_matrix,
     is_whole,
+    plain_values,
 )
 from ..get._spatial import spatial_coords
 
@@ -700,11 +701,13 @@ def _check_inputs(
     compute_image: bool,
     dense_copies: int = 1,
     training: bool = True,
+    image_fix: str | None = None,
 ) -> tuple[sparse.spmatrix | np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Validate everything a method reads; returns (counts, coords or None, image features or None).
 
     ``dense_copies`` is the number of dense float32 spots x genes matrices the method holds: the output,
-    plus the cache of last predictions when ``spatial_reg > 0``.
+    plus the cache of last predictions when ``spatial_reg > 0``. ``image_fix`` is the call a trained model
+    suggests when its image features are missing.
     """
     check_adata(adata)
     X = get_matrix(adata, layer)
@@ -751,11 +754,13 @@ def _check_inputs(
                 msg = f"`adata.obsm[{image_key!r}]` contains NaN or infinite values; recompute the image features."
                 raise ValueError(msg)
         elif not training:  # a trained model: its modalities are fixed
-            msg = (
-                f"The {method} model reads image features from `adata.obsm[{image_key!r}]`, which is missing. "
-                f"Compute them with `st.pp.image_features(adata, key_added={image_key!r})` and the settings used "
-                "for the training section (encoder, tile_scale, n_comps)."
+            fix = (
+                f"Compute them on the model's axes: `{image_fix}`."
+                if image_fix
+                else f"Compute them with `st.pp.image_features(adata, key_added={image_key!r})` and the settings "
+                "used for the training section (encoder, tile_scale, n_comps)."
             )
+            msg = f"The {method} model reads image features from `adata.obsm[{image_key!r}]`, which is missing. {fix}"
             raise KeyError(msg)
         elif not compute_image or not _can_compute_image(adata):
             msg = (
@@ -825,7 +830,7 @@ def _image_record(adata: AnnData, image_key: str, *, n_columns: int) -> dict | N
     Plain Python values (the model's configuration is saved as JSON and shares no memory with ``adata``).
     """
     from .._image._projection import PROJECTION_KEY
-    from .._image._reference import plain_values, record_problems
+    from .._image._reference import record_problems
 
     record = adata.uns.get(image_key)
     if not isinstance(record, Mapping) or PROJECTION_KEY not in record:
