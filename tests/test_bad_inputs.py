@@ -277,7 +277,7 @@ CASES = [
     ("scalef-unknown-library", same, lambda a, t: st.get.scale_factor(a, "lib2"), KeyError, "not found"),
     ("library-type", same, lambda a, t: st.get.library_id(a, 2), TypeError, "`library_id` must be a string"),
     ("library-ambiguous", two_libraries, lambda a, t: st.get.library_id(a), ValueError, r"several libraries \['synthetic', 'other'\]"),
-    ("crops-ambiguous", two_libraries, lambda a, t: st.get.spot_crops(a), ValueError, "one section at a time.*pass `library_id=lib`"),
+    ("crops-ambiguous", two_libraries, lambda a, t: st.get.spot_crops(a), ValueError, "several libraries.*pass `library_id=` to pick one"),
     ("img-key-unknown", same, lambda a, t: st.get.image(a, img_key="fullres"), KeyError, r"`img_key='fullres'` not found.*\['hires', 'lowres'\]"),
     ("image-none", no_images, lambda a, t: st.get.image(a), KeyError, "no H&E image"),
     ("scalef-missing", no_scalef, lambda a, t: st.get.scale_factor(a), KeyError, "tissue_hires_scalef.*scalefactors_json"),

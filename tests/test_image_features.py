@@ -528,7 +528,7 @@ def test_several_libraries_warn(synthetic, caplog):
 
     entry = synthetic.uns["spatial"]["synthetic"]
     set_spatial(synthetic, "other", images={"lowres": entry["images"]["lowres"]}, scalefactors=entry["scalefactors"])
-    with pytest.raises(ValueError, match="stimpute works on one section at a time"):
+    with pytest.raises(ValueError, match="pass `library_id=` to pick one.*library_key="):
         st.pp.image_features(synthetic)
     st.pp.image_features(synthetic, library_id="synthetic")
     assert "every spot is cut from library 'synthetic'" in caplog.text

@@ -399,7 +399,7 @@ def test_several_libraries_warn(syn, caplog):
 
     entry = syn.uns["spatial"]["synthetic"]
     set_spatial(syn, "other", images={"lowres": entry["images"]["lowres"]}, scalefactors=entry["scalefactors"])
-    with pytest.raises(ValueError, match="stimpute works on one section at a time"):
+    with pytest.raises(ValueError, match="pass `library_id=` to pick one.*library_key="):
         st.pl.genes(syn, [syn.var_names[0]], ["X"], show=False)
     with caplog.at_level("WARNING"):
         st.pl.genes(syn, [syn.var_names[0]], ["X"], library_id="synthetic", show=False)

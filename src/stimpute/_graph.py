@@ -14,7 +14,12 @@ __all__ = ["spatial_graph"]
 
 
 def spatial_graph(
-    coords: np.ndarray, n_neighbors: int, *, include_self: bool = False, sources: np.ndarray | None = None
+    coords: np.ndarray,
+    n_neighbors: int,
+    *,
+    include_self: bool = False,
+    sources: np.ndarray | None = None,
+    groups: np.ndarray | None = None,
 ) -> sparse.csr_matrix:
     """Row-normalised kNN graph over spot coordinates.
 
@@ -30,6 +35,9 @@ def spatial_graph(
         Boolean mask of the spots that may be neighbours (default: all). Spots without any count in the
         training layer (e.g. spots hidden by ``st.pp.holdout(strategy="spots")``) are unobserved, not
         empty, so they must not pass their zeros on to their neighbours.
+    groups
+        Integer section of every spot (e.g. codes of ``obs['library_id']``): neighbours are searched within
+        a spot's own section only, each section exactly as if it were alone. ``None``: one section.
 
     Returns
     -------
@@ -38,6 +46,8 @@ def spatial_graph(
     by scikit-learn's tree search: the same input gives the same graph, but which tied spot is kept
     depends on the spot order, not on a documented rule.
     """
+    if groups is not None:
+        return _grouped(coords, n_neighbors, include_self=include_self, sources=sources, groups=groups)
     from sklearn.neighbors import NearestNeighbors
 
     coords = np.asarray(coords, dtype=np.float64)
@@ -61,5 +71,32 @@ def spatial_graph(
     m = cols.shape[1]
     data = np.full(n * m, 1.0 / m, dtype=np.float32)
     graph = sparse.csr_matrix((data, cols.ravel(), np.arange(0, n * m + 1, m)), shape=(n, n))
+    graph.sort_indices()
+    return graph
+
+
+def _grouped(
+    coords: np.ndarray, n_neighbors: int, *, include_self: bool, sources: np.ndarray | None, groups: np.ndarray
+) -> sparse.csr_matrix:
+    """Block-diagonal graph: one :func:`spatial_graph` per section, spots renumbered back to the whole object."""
+    coords = np.asarray(coords, dtype=np.float64)
+    groups = np.asarray(groups)
+    n = coords.shape[0]
+    sources = None if sources is None else np.asarray(sources, dtype=bool)
+    rows, cols, data = [], [], []
+    for g in np.unique(groups):
+        members = np.flatnonzero(groups == g)
+        sub = spatial_graph(
+            coords[members],
+            n_neighbors,
+            include_self=include_self,
+            sources=None if sources is None else sources[members],
+        ).tocoo()
+        rows.append(members[sub.row])
+        cols.append(members[sub.col])
+        data.append(sub.data)
+    graph = sparse.csr_matrix(
+        (np.concatenate(data).astype(np.float32), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n)
+    )
     graph.sort_indices()
     return graph

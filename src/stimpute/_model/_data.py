@@ -70,17 +70,23 @@ def zero_holdout(rows: np.ndarray, n_genes: int, fraction: float, seed: int) -> 
     return (np.arange(n_genes)[None, :] + offset[:, None]) % period == 0
 
 
-def position_features(coords: np.ndarray, *, n_frequencies: int, degree: int) -> np.ndarray:
+def position_features(
+    coords: np.ndarray, *, n_frequencies: int, degree: int, groups: np.ndarray | None = None
+) -> np.ndarray:
     """Fourier and polynomial features of (x, y) normalised to the unit square of the section.
 
-    Coordinates are shifted to start at 0 and divided by the larger of the two extents (aspect kept).
+    Coordinates are shifted to start at 0 and divided by the larger of the two extents (aspect kept),
+    per section when ``groups`` gives each spot's section (each section in its own unit square).
     Features: ``sin``/``cos`` of ``2 pi f x`` and ``2 pi f y`` for ``f = 1, 2, 4, ..., 2**(n_frequencies-1)``
     cycles per section, then the monomials of the centred coordinates up to ``degree``.
     """
     coords = np.asarray(coords, dtype=np.float64)[:, :2]
-    lo = coords.min(axis=0)
-    extent = float(np.max(coords.max(axis=0) - lo))
-    u = (coords - lo) / (extent if extent > 0 else 1.0)
+    u = np.empty_like(coords)
+    for members in [slice(None)] if groups is None else [np.asarray(groups) == g for g in np.unique(groups)]:
+        c = coords[members]
+        lo = c.min(axis=0)
+        extent = float(np.max(c.max(axis=0) - lo))
+        u[members] = (c - lo) / (extent if extent > 0 else 1.0)
     feats = []
     for k in range(n_frequencies):
         f = 2.0 * np.pi * (2**k)
@@ -175,8 +181,12 @@ def prepare(
     rng: np.random.Generator | None = None,
     max_val_spots: int = 2048,
     library_guess: bool = False,
+    groups: np.ndarray | None = None,
 ) -> Prepared:
     """Build the network inputs for count matrix ``X`` with the (stored or fresh) normalisation ``norm``.
+
+    ``groups`` gives each spot's section when the object holds several: spatial neighbours are then searched
+    within a section and positions are normalised per section.
 
     The neighbours' library size (``Prepared.library_neighbours``) is computed when some spot has no
     counts, or when ``library_guess`` (training with whole-spot masking); otherwise it is never read.
@@ -211,7 +221,7 @@ def prepare(
     # the library input of a spot without counts, and of a spot whose counts are hidden in training
     library_neighbours = None
     if coords is not None and (library_guess or (totals == 0).any()) and (totals > 0).sum() > 1:
-        g6 = spatial_graph(coords, 6, sources=totals > 0)
+        g6 = spatial_graph(coords, 6, sources=totals > 0, groups=groups)
         library_neighbours = np.asarray(g6 @ library, dtype=np.float32).reshape(-1, 1)
         library = np.where(totals[:, None] > 0, library, library_neighbours).astype(np.float32)
     size_factor = np.where(totals > 0, totals, norm["library_median"]) / norm["library_median"]
@@ -229,7 +239,7 @@ def prepare(
     # the spatial regulariser is a training loss: predicting without coordinates needs no graph for it
     if config.get("neighbours") or (config.get("spatial_reg", 0) > 0 and coords is not None):
         # only spots with counts pass values on to their neighbours (see `train_spots`)
-        prep.graph = spatial_graph(coords, config["n_neighbors"], sources=totals > 0)
+        prep.graph = spatial_graph(coords, config["n_neighbors"], sources=totals > 0, groups=groups)
         if config.get("neighbours"):
             # neighbours' values at a common depth when the count encoder reads depth-normalised counts
             L_in = depth_normalised_log1p(X, norm["library_median"]) if config.get("normalize_counts") else L
@@ -248,7 +258,9 @@ def prepare(
             if n_matrices * upper * 8 <= NEIGHBOUR_CACHE_BYTES:
                 prep.neigh_cache = _neighbour_cache(prep)
     if "position" in modalities:
-        prep.position = position_features(coords, n_frequencies=config["n_frequencies"], degree=config["poly_degree"])
+        prep.position = position_features(
+            coords, n_frequencies=config["n_frequencies"], degree=config["poly_degree"], groups=groups
+        )
     if "image" in modalities:
         img = np.asarray(image, dtype=np.float64)
         mean, std = np.asarray(norm["image_mean"]), np.asarray(norm["image_std"])

@@ -23,6 +23,7 @@ def fit_model(
     device: torch.device,
     random_state: int,
     progress: bool,
+    groups: np.ndarray | None = None,
 ) -> tuple[ImputationModel, dict, object]:
     """Train a network described by ``config`` on counts ``X``.
 
@@ -57,6 +58,7 @@ def fit_model(
             val_fraction=training["val_fraction"],
             rng=rng,
             library_guess=(training.get("spot_mask") or 0.0) > 0,
+            groups=groups,
         )
         net = build_net(config)
         with torch.no_grad():

@@ -111,6 +111,7 @@ class ImputationModel:
         image_key: str | None = None,
         keep_observed: bool | None = None,
         output: str | None = None,
+        library_key: str | None = None,
         copy: bool = False,
     ) -> AnnData | None:
         """Impute ``adata`` with the trained network (no training).
@@ -136,6 +137,9 @@ class ImputationModel:
         output
             ``"conditional"``, ``"normalized"`` or ``"expected"`` (see :func:`stimpute.tl.impute`); default: as
             in training.
+        library_key
+            Column of ``adata.obs`` naming each spot's section when ``adata`` holds several; neighbours are
+            searched within a section (see :func:`stimpute.tl.impute`).
         copy
             Return a modified copy instead of writing to ``adata``.
 
@@ -166,10 +170,11 @@ class ImputationModel:
         self._check_genes(adata)  # first: other genes make every other check moot
         uses_image = "image" in self.config["modalities"]
         has_axes = self.config.get("image_features") is not None
-        X, coords, image = _check_inputs(
+        X, coords, groups, image = _check_inputs(
             adata,
             self.method,
             layer=layer,
+            library_key=library_key,
             image_key=image_key,
             modalities=self.config["modalities"],
             needs_coords=self._needs_coords(),
@@ -193,7 +198,7 @@ class ImputationModel:
             raise ValueError(msg)
         if uses_image:
             self._check_image_axes(adata, image_key)
-        prep = prepare(X, config=self.config, norm=self.config["norm"], coords=coords, image=image)
+        prep = prepare(X, config=self.config, norm=self.config["norm"], coords=coords, image=image, groups=groups)
         attach_projection(prep, self.net)
         out = predict(
             self.net,
@@ -218,6 +223,9 @@ class ImputationModel:
                 "output": output,
             }
         )
+        params.pop("library_key", None)  # the training object's; this one's below
+        if library_key is not None:
+            params["library_key"] = library_key
         _write_result(
             adata,
             key_added,

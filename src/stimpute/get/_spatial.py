@@ -21,6 +21,7 @@ from numbers import Real
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from anndata import AnnData
 
 from .._constants import IMAGE_KEYS, SCALEF, SPATIAL_KEY, SPOT_DIAMETER
@@ -74,9 +75,10 @@ def library_id(adata: AnnData, library_id: str | None = None) -> str:
     if library_id is None:
         if len(spatial) > 1:
             msg = (
-                f"`adata.uns['spatial']` holds several libraries {list(spatial)}; stimpute works on one section at a "
-                "time: keep that section's spots (e.g. `adata[adata.obs['library_id'] == lib].copy()`) and pass "
-                "`library_id=lib`."
+                f"`adata.uns['spatial']` holds several libraries {list(spatial)}; pass `library_id=` to pick one. For "
+                "an object holding several sections, the spatial functions take `library_key=` (the obs column naming "
+                "each spot's library, e.g. `st.pp.image_features(adata, library_key='library_id')`); plots draw one "
+                "section: `adata[adata.obs['library_id'] == lib]` with `library_id=lib`."
             )
             raise ValueError(msg)
         return next(iter(spatial))
@@ -321,6 +323,79 @@ def spatial_coords(adata: AnnData, *, key: str = SPATIAL_KEY) -> np.ndarray:
         msg = f"`adata.obsm[{key!r}]` contains NaN or infinite coordinates; drop those spots first."
         raise ValueError(msg)
     return coords
+
+
+def library_groups(adata: AnnData, library_key: str | None) -> np.ndarray | None:
+    """Each spot's section as an integer code from ``adata.obs[library_key]``, for the spatial graphs.
+
+    Code ``i`` is the ``i``-th of the sorted library names (:func:`library_names`).
+
+    ``None`` when the object holds one section (``library_key=None``). With ``library_key=None`` and several
+    libraries in ``adata.uns['spatial']`` this raises: coordinates of different sections share one pixel
+    frame, so a nearest-neighbour search over all spots would mix sections silently.
+    """
+    if library_key is None:
+        spatial = adata.uns.get(SPATIAL_KEY)
+        if isinstance(spatial, Mapping) and len(spatial) > 1:
+            libs = set(map(str, spatial))
+            column = library_column(adata)
+            hint = (
+                f"`library_key={column!r}`" if column else "`library_key=` (the obs column naming each spot's library)"
+            )
+            msg = (
+                f"`adata.uns['spatial']` holds several libraries {sorted(libs)}, and spots of different sections must "
+                f"not be neighbours: pass {hint}, so that neighbours are searched within each section. (For one "
+                "section cut out of a bigger object, passing it works too.)"
+            )
+            raise ValueError(msg)
+        return None
+    if not isinstance(library_key, str):
+        msg = f"`library_key` must be a column name of `adata.obs` (a string), got {type(library_key).__name__}."
+        raise TypeError(msg)
+    if library_key not in adata.obs.columns:
+        msg = f"`library_key={library_key!r}` is not a column of `adata.obs`; available: {list(adata.obs.columns)}."
+        raise KeyError(msg)
+    values = adata.obs[library_key]
+    if values.isna().any():
+        msg = (
+            f"`adata.obs[{library_key!r}]` is missing for {int(values.isna().sum())} spot(s); every spot needs its "
+            "library (section)."
+        )
+        raise ValueError(msg)
+    codes, _ = pd.factorize(values.astype(str), sort=True)
+    return codes.astype(np.int64)
+
+
+def library_column(adata: AnnData) -> str | None:
+    """The first ``adata.obs`` column whose values are all libraries of ``adata.uns['spatial']`` (for example
+    ``"library_id"`` after :func:`anndata.concat` with ``label="library_id"``); ``None`` when there is none.
+    """
+    spatial = adata.uns.get(SPATIAL_KEY)
+    if not isinstance(spatial, Mapping) or not spatial:
+        return None
+    libs = set(map(str, spatial))
+    for c in adata.obs.columns:
+        values = adata.obs[c]
+        if values.notna().all() and set(map(str, values.unique())) <= libs:
+            return str(c)
+    return None
+
+
+def other_sections_possible(adata: AnnData, library_id: str) -> bool:
+    """Whether spots of ``adata`` may come from another section than ``library_id``: ``adata.uns['spatial']``
+    holds several libraries, and no obs column (see :func:`library_column`) says every spot is ``library_id``'s.
+    """
+    spatial = adata.uns.get(SPATIAL_KEY)
+    if not isinstance(spatial, Mapping) or len(spatial) < 2:
+        return False
+    column = library_column(adata)
+    return column is None or bool((adata.obs[column].astype(str) != str(library_id)).any())
+
+
+def library_names(adata: AnnData, library_key: str) -> list[str]:
+    """The libraries of ``adata.obs[library_key]`` in the order of :func:`library_groups`' codes."""
+    _, names = pd.factorize(adata.obs[library_key].astype(str), sort=True)
+    return [str(n) for n in names]
 
 
 def spot_crops(

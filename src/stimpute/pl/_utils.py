@@ -15,6 +15,7 @@ from anndata import AnnData
 from .. import _logging as logg
 from .. import get
 from .._constants import SPATIAL_KEY
+from ..get._spatial import other_sections_possible
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -75,10 +76,11 @@ def spatial_canvas(
     img, scale, diameter_full = None, 1.0, None
     if library_id is not None and SPATIAL_KEY in adata.uns:
         get.library_id(adata, library_id)  # an unknown library is a KeyError listing those present
-        if len(adata.uns[SPATIAL_KEY]) > 1:
+        if other_sections_possible(adata, library_id):
             logg.warning(
                 f"`adata.uns['spatial']` holds several libraries; every spot is drawn with the scale and image of "
-                f"library {library_id!r}. Keep only that section's spots if the others come from other sections."
+                f"library {library_id!r}. Keep only that section's spots if the others come from other sections "
+                f"(e.g. `adata[adata.obs['library_id'] == {library_id!r}]`)."
             )
     if img_key is not None or _has_images(adata, library_id):
         key = get.img_key(adata, library_id, img_key)

@@ -17,6 +17,7 @@ from .._image._reference import check_reference_settings, checkpoint_sha256, ref
 from .._image._tiles import check_tile_scale
 from .._settings import check_device_name, settings
 from .._validate import check_adata, check_key_string, check_own_keys, check_positive_int, check_seed
+from ..get._spatial import library_groups, library_names, other_sections_possible
 
 if TYPE_CHECKING:
     from .._model._io import ImputationModel
@@ -34,6 +35,7 @@ def image_features(
     img_key: str | None = None,
     source_image: str | os.PathLike | np.ndarray | None = None,
     library_id: str | None = None,
+    library_key: str | None = None,
     tile_scale: float = 1.0,
     tile_size: int | None = None,
     n_comps: int | None = IMAGE_N_COMPS,
@@ -98,6 +100,13 @@ def image_features(
         images and their scale factors.
     library_id
         Library of ``adata.uns['spatial']``; ``None`` picks the only one.
+    library_key
+        Column of ``adata.obs`` naming each spot's library, for an object that holds several sections
+        (e.g. ``"library_id"`` after :func:`anndata.concat`): each spot is cut from its own library's
+        image, and one standardisation and PCA is fitted to all spots (or taken from ``reference``).
+        Its values must be libraries of ``adata.uns['spatial']``; ``library_id`` and ``source_image``
+        must then be ``None`` (a library's full-resolution file is found through its
+        ``metadata['source_image_path']``).
     tile_scale
         Tile side in spot diameters (1: the spot itself; 2 or 3 add the surrounding tissue).
     tile_size
@@ -142,8 +151,13 @@ def image_features(
         JPEG decode), ``tile_size_source_px`` (tile side in pixels of that image), ``tile_scale``,
         ``tile_size`` (encoder input side), ``n_features`` (before PCA), ``n_comps``,
         ``explained_variance_ratio`` (empty without PCA; with ``reference``, the share of this
-        section's standardised variance on each reference axis), ``random_state`` (-1 for None) and
-        ``projection`` (``"fitted"`` or ``"reference"``).
+        section's standardised variance on each reference axis), ``random_state`` (-1 for None),
+        ``projection`` (``"fitted"`` or ``"reference"``) and, with ``library_key``, ``library_key``;
+        over several libraries ``library_id`` and ``image`` join the libraries' values, and ``scale``
+        and ``tile_size_source_px`` are their medians.
+    ``adata.uns['X_image' | key_added]['libraries']``
+        With ``library_key``: per library, its ``img_source``, ``image``, ``scale`` and
+        ``tile_size_source_px``.
     ``adata.uns['X_image' | key_added]['projection']``
         The standardisation and axes used: ``mean`` and ``scale`` per feature (scale 0: a
         constant feature, set to 0) and ``components`` ``(n_comps, n_features)`` (absent without
@@ -190,6 +204,7 @@ def image_features(
         msg = f"`copy` must be True or False, got {copy!r}."
         raise TypeError(msg)
     check_tile_scale(tile_scale)
+    groups, libraries = _check_libraries(adata, library_key, library_id=library_id, source_image=source_image)
     weights_sha256 = checkpoint_sha256(weights) if encoder != HANDCRAFTED else ""
     ref = None
     if reference is not None:
@@ -208,43 +223,81 @@ def image_features(
     elif adata.n_obs < 2:
         msg = f"`adata` has {adata.n_obs} spot; image features need at least 2 spots (they are standardised)."
         raise ValueError(msg)
-    spec = prepare_tiles(
-        adata, library_id=library_id, img_key=img_key, source_image=source_image, tile_scale=tile_scale
-    )
-    if len(adata.uns.get(SPATIAL_KEY, {})) > 1:
+    if groups is None:
+        sections = [(None, library_id)]
+    else:
+        sections = [(np.flatnonzero(groups == code), lib) for code, lib in enumerate(libraries)]
+    specs = []
+    try:  # every image is opened and checked before any tile is encoded
+        for members, lib in sections:
+            part = adata if members is None else adata[members]
+            specs.append(
+                prepare_tiles(part, library_id=lib, img_key=img_key, source_image=source_image, tile_scale=tile_scale)
+            )
+    except Exception:
+        for spec in specs:
+            spec.source.close()
+        raise
+    if groups is None and other_sections_possible(adata, specs[0].library_id):
         logg.warning(
-            f"`adata.uns['spatial']` holds several libraries; every spot is cut from library {spec.library_id!r}'s "
-            "image. Keep only that section's spots if the others come from other sections."
+            f"`adata.uns['spatial']` holds several libraries; every spot is cut from library {specs[0].library_id!r}'s "
+            "image. Keep only that section's spots if the others come from other sections, or pass `library_key=`."
         )
 
+    first = specs[0]
+    where = (
+        f"{first.source.kind} image {first.source.name!r}"
+        if groups is None
+        else f"the images of {len(specs)} libraries (`library_key={library_key!r}`)"
+    )
+    n_done = 0  # libraries encoded (their images already closed)
     start = logg.info(
-        f"computing {encoder} image features of {adata.n_obs:,} spots from {spec.source.kind} image "
-        f"{spec.source.name!r} (tile_scale={tile_scale})"
+        f"computing {encoder} image features of {adata.n_obs:,} spots from {where} (tile_scale={tile_scale})"
     )
     try:
-        if encoder == HANDCRAFTED:
-            from .._image._handcrafted import handcrafted_features
-
-            def encode(tiles: np.ndarray) -> np.ndarray:
-                # read when the first tiles arrive: iter_tiles may first reduce a JPEG's decoding scale
-                return handcrafted_features(tiles, spot_fraction=spec.spot_fraction)
-        else:
+        if encoder != HANDCRAFTED:
             from .._model._device import resolve_device
             from .._model._encoders import encode_tiles, load_encoder
 
             torch_device = resolve_device(device)
             model = load_encoder(encoder, weights, random_state=random_state).to(torch_device)
+        features = np.empty((adata.n_obs, 0))
+        per_library = {}
+        for (members, _), spec in zip(sections, specs, strict=True):
+            if encoder == HANDCRAFTED:
+                from .._image._handcrafted import handcrafted_features
 
-            def encode(tiles: np.ndarray) -> np.ndarray:
-                return encode_tiles(model, tiles, torch_device)
+                def encode(tiles: np.ndarray, spec=spec) -> np.ndarray:
+                    # read when the first tiles arrive: iter_tiles may first reduce a JPEG's decoding scale
+                    return handcrafted_features(tiles, spot_fraction=spec.spot_fraction)
+            else:
 
-        chunks = [encode(tiles) for _, tiles in iter_tiles(spec, input_side, batch_size=batch_size, progress=progress)]
-        scale, side = spec.source.scale, spec.side
+                def encode(tiles: np.ndarray) -> np.ndarray:
+                    return encode_tiles(model, tiles, torch_device)
+
+            chunks = [
+                encode(tiles) for _, tiles in iter_tiles(spec, input_side, batch_size=batch_size, progress=progress)
+            ]
+            part = np.concatenate(chunks, axis=0).astype(np.float64)
+            if members is None:
+                features = part
+            else:
+                if features.shape[1] == 0:
+                    features = np.empty((adata.n_obs, part.shape[1]))
+                features[members] = part
+            per_library[spec.library_id] = {
+                "img_source": spec.source.kind,
+                "image": spec.source.name,
+                "scale": float(spec.source.scale),
+                "tile_size_source_px": int(spec.side),
+            }
+            spec.source.close()  # a decoded image is released before the next library's is read
+            n_done += 1
+            if ref is not None:
+                warn_resolution(ref, spec.side, f"{spec.source.kind} image {spec.source.name!r}")
     finally:
-        spec.source.close()
-    if ref is not None:
-        warn_resolution(ref, side, f"{spec.source.kind} image {spec.source.name!r}")
-    features = np.concatenate(chunks, axis=0).astype(np.float64)
+        for spec in specs[n_done:]:
+            spec.source.close()
     if not np.isfinite(features).all():  # pragma: no cover - a CNN in half precision could overflow
         msg = "Image features contain NaN or infinite values."
         raise ValueError(msg)
@@ -262,6 +315,7 @@ def image_features(
         reduced = apply_projection(features, projection)
         ratio = variance_ratio(features, projection, reduced)
 
+    summary = _summary(per_library)
     target = adata.copy() if copy else adata
     target.obsm[key_added] = reduced.astype(np.float32)
     target.uns[key_added] = {
@@ -269,11 +323,11 @@ def image_features(
             "encoder": encoder,
             "weights": weights_label,
             "weights_sha256": weights_sha256,
-            "img_source": spec.source.kind,
-            "image": spec.source.name,
-            "library_id": spec.library_id,
-            "scale": float(scale),
-            "tile_size_source_px": int(side),
+            "img_source": summary["img_source"],
+            "image": summary["image"],
+            "library_id": summary["library_id"],
+            "scale": summary["scale"],
+            "tile_size_source_px": summary["tile_size_source_px"],
             "tile_scale": float(tile_scale),
             "tile_size": int(input_side),
             "n_features": int(features.shape[1]),
@@ -284,12 +338,67 @@ def image_features(
         },
         PROJECTION_KEY: {name: np.asarray(v, dtype=np.float64).copy() for name, v in projection.items()},
     }
+    if groups is not None:
+        target.uns[key_added]["params"]["library_key"] = library_key
+        target.uns[key_added]["libraries"] = per_library
     logg.info(
         f"    added `adata.obsm[{key_added!r}]` ({reduced.shape[1]} components of {features.shape[1]} features; "
-        f"tiles {side} px in the source image)",
+        f"tiles {summary['tile_size_source_px']} px in the source image)",
         time_start=start,
     )
     return target if copy else None
+
+
+def _check_libraries(
+    adata: AnnData, library_key: str | None, *, library_id: str | None, source_image
+) -> tuple[np.ndarray | None, list[str]]:
+    """Each spot's library code and the libraries (in code order) for ``library_key``; ``(None, [])`` without."""
+    if library_key is None:
+        return None, []
+    if library_id is not None:
+        msg = (
+            f"Pass either `library_key={library_key!r}` (every library) or `library_id={library_id!r}` (one), not both."
+        )
+        raise ValueError(msg)
+    if source_image is not None:
+        msg = (
+            "`source_image` is one image, but `library_key` asks for one per library: leave it None and record each "
+            "library's full-resolution file in `adata.uns['spatial'][library]['metadata']['source_image_path']` "
+            "(as `st.read_visium` does), or compute the features per section."
+        )
+        raise ValueError(msg)
+    groups = library_groups(adata, library_key)
+    libraries = library_names(adata, library_key)
+    spatial = adata.uns.get(SPATIAL_KEY)
+    known = set(spatial) if isinstance(spatial, Mapping) else set()
+    missing = [lib for lib in libraries if lib not in known]
+    if missing:
+        msg = (
+            f"`adata.obs[{library_key!r}]` names libraries {missing} that are not in `adata.uns['spatial']` "
+            f"(it holds {sorted(known)}); each spot's library must have its image and scale factors there."
+        )
+        raise KeyError(msg)
+    return groups, libraries
+
+
+def _summary(per_library: dict[str, dict]) -> dict:
+    """The record's single-image fields: the image itself, or over several libraries the common value (median
+    scale and tile side; image names joined).
+    """
+    libs = list(per_library)
+    if len(libs) == 1:
+        return {"library_id": libs[0], **per_library[libs[0]]}
+
+    def joined(field: str) -> str:
+        return ", ".join(dict.fromkeys(str(v[field]) for v in per_library.values()))
+
+    return {
+        "library_id": ", ".join(libs),
+        "img_source": joined("img_source"),
+        "image": joined("image"),
+        "scale": float(np.median([v["scale"] for v in per_library.values()])),
+        "tile_size_source_px": int(np.median([v["tile_size_source_px"] for v in per_library.values()])),
+    }
 
 
 def _check_weights(encoder: str, weights: str | os.PathLike | None) -> str:

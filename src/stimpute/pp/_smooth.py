@@ -20,7 +20,7 @@ from .._validate import (
     check_real_matrix,
     get_matrix,
 )
-from ..get import spatial_coords
+from ..get._spatial import library_groups, spatial_coords
 
 __all__ = ["spatial_smooth"]
 
@@ -31,6 +31,7 @@ def spatial_smooth(
     *,
     n_neighbors: int = 6,
     spatial_key: str = SPATIAL_KEY,
+    library_key: str | None = None,
     key_added: str | None = None,
     copy: bool = False,
 ) -> AnnData | None:
@@ -58,6 +59,10 @@ def spatial_smooth(
         hexagon).
     spatial_key
         Key of the ``(n_obs, 2)`` spot coordinates in ``adata.obsm``.
+    library_key
+        Column of ``adata.obs`` naming each spot's section, for an object that holds several sections
+        (e.g. ``"library_id"`` after :func:`anndata.concat`): each section is smoothed on its own, exactly
+        as if it were alone. Required when ``adata.uns['spatial']`` holds several libraries.
     key_added
         Layer (and ``uns`` key) to write; default ``"{layer}_smoothed"``.
     copy
@@ -70,7 +75,7 @@ def spatial_smooth(
     ``adata.layers[key_added]``
         float32 smoothed values; sparse (CSR) when the input is sparse, dense otherwise.
     ``adata.uns[key_added]['params']``
-        ``layer``, ``n_neighbors``, ``spatial_key``.
+        ``layer``, ``n_neighbors``, ``spatial_key`` (and ``library_key`` when given).
 
     Examples
     --------
@@ -100,6 +105,7 @@ def spatial_smooth(
         adata, key_added, fields=("n_neighbors", "spatial_key"), writer="st.pp.spatial_smooth", layers=[key_added]
     )
     coords = spatial_coords(adata, key=spatial_key)
+    groups = library_groups(adata, library_key)
     M = get_matrix(adata, layer)
     where = "adata.X" if name == "X" else f"adata.layers[{name!r}]"
     check_real_matrix(M, where, purpose="fill or remove them before smoothing")
@@ -114,7 +120,7 @@ def spatial_smooth(
     if has_values.sum() < 2:
         msg = f"`{where}` has fewer than two spots with values; nothing to smooth."
         raise ValueError(msg)
-    graph = spatial_graph(coords, n_neighbors, include_self=True, sources=has_values)
+    graph = spatial_graph(coords, n_neighbors, include_self=True, sources=has_values, groups=groups)
     # a spot without values adds only zeros through its self weight: average over its neighbours alone
     scale = np.ones(adata.n_obs, dtype=np.float32)
     row_nnz = np.diff(graph.indptr)
@@ -138,5 +144,7 @@ def spatial_smooth(
             "holdout_id": holdout_id_of(adata, layer),
         }
     }
+    if library_key is not None:
+        adata.uns[key_added]["params"]["library_key"] = library_key
     logg.info(f"    finished: added `adata.layers[{key_added!r}]` and `adata.uns[{key_added!r}]`", time_start=start)
     return adata if copy else None

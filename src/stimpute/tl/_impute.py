@@ -32,7 +32,7 @@ from .._validate import (
     is_whole,
     plain_values,
 )
-from ..get._spatial import spatial_coords
+from ..get._spatial import library_groups, spatial_coords
 
 if TYPE_CHECKING:
     from .._model._io import ImputationModel
@@ -112,6 +112,7 @@ def impute(
     layer: str | None = None,
     key_added: str | None = None,
     image_key: str = IMAGE_FEATURES_KEY,
+    library_key: str | None = None,
     device: str | None = None,
     max_epochs: int | None = None,
     batch_size: int = 256,
@@ -211,6 +212,12 @@ def impute(
     image_key
         Key of the per-spot image features in ``adata.obsm``. When missing and the method needs them,
         they are computed with ``st.pp.image_features(adata, key_added=image_key)`` (logged).
+    library_key
+        Column of ``adata.obs`` naming each spot's section, for an object that holds several (as
+        :func:`anndata.concat` and squidpy's ``library_key`` make them): spatial neighbours are then
+        searched within a spot's own section and positions are normalised per section, while one network
+        is trained on all spots. Required (a :class:`ValueError` says so) when ``adata.uns['spatial']``
+        holds several libraries and the method reads positions or neighbours; ``None``: one section.
     device
         ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` or ``"auto"``; ``None`` uses ``st.settings.device``.
     max_epochs
@@ -344,10 +351,11 @@ def impute(
     )
     needs_coords = needs_coords or opts.get("spatial_reg", 0.0) > 0
     n_params = 0 if method == "knn" else _estimate_parameters(method, opts, adata.n_vars, modalities)
-    X, coords, image = _check_inputs(
+    X, coords, groups, image = _check_inputs(
         adata,
         method,
         layer=layer,
+        library_key=library_key,
         image_key=image_key,
         modalities=modalities,
         needs_coords=needs_coords,
@@ -370,7 +378,7 @@ def impute(
     computed_image = image is None and "image" in modalities
     previous_record = adata.uns.get(image_key)  # an earlier st.pp.image_features record, put back on failure
     if computed_image:
-        image = _compute_image_features(adata, image_key)
+        image = _compute_image_features(adata, image_key, library_key)
 
     try:  # a failed run must leave adata as it found it (see the except clause)
         layer_name = "X" if layer is None else layer
@@ -385,10 +393,12 @@ def impute(
             "holdout_id": holdout_id_of(adata, layer),
             **{k: _plain(v) for k, v in opts.items()},
         }
+        if library_key is not None:
+            params["library_key"] = library_key
         logg.info(f"imputing {'adata.X' if layer is None else f'adata.layers[{layer!r}]'} with method={method!r}")
 
         if method == "knn":
-            out = _knn_predict(X, coords, opts, output)
+            out = _knn_predict(X, coords, opts, output, groups)
             if keep_observed:
                 _restore(out, X, to_depth=_median_total(X) if output == "normalized" else None)
             _write_result(
@@ -434,6 +444,7 @@ def impute(
             device=dev,
             random_state=random_state,
             progress=progress,
+            groups=groups,
         )
         params["spot_mask"] = float(record["spot_mask"])  # the share used (None: automatic)
         norm = model.config["norm"]
@@ -702,8 +713,10 @@ def _check_inputs(
     dense_copies: int = 1,
     training: bool = True,
     image_fix: str | None = None,
-) -> tuple[sparse.spmatrix | np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """Validate everything a method reads; returns (counts, coords or None, image features or None).
+    library_key: str | None = None,
+) -> tuple[sparse.spmatrix | np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """Validate everything a method reads; returns (counts, coords, sections, image features), each but the
+    counts ``None`` when not read; sections are the integer codes of ``obs[library_key]`` (see ``library_groups``).
 
     ``dense_copies`` is the number of dense float32 spots x genes matrices the method holds: the output,
     plus the cache of last predictions when ``spatial_reg > 0``. ``image_fix`` is the call a trained model
@@ -733,12 +746,18 @@ def _check_inputs(
                 msg += "; or use `method='autoencoder'` or `'image'`, which need no coordinates."
             raise KeyError(msg)
         coords = spatial_coords(adata)
-    elif SPATIAL_KEY in adata.obsm:
-        # optional: the depth of spots without counts is then guessed from their nearest spots
-        try:
-            coords = spatial_coords(adata)
-        except (KeyError, ValueError, TypeError):
-            coords = None
+        groups = library_groups(adata, library_key)
+    else:
+        if library_key is not None:
+            library_groups(adata, library_key)  # a wrong key is an error even where positions are optional
+        groups = None
+        if SPATIAL_KEY in adata.obsm:
+            # optional: the depth of spots without counts is then guessed from their nearest spots (in their section)
+            try:
+                coords = spatial_coords(adata)
+                groups = library_groups(adata, library_key)
+            except (KeyError, ValueError, TypeError):
+                coords, groups = None, None
     image = None
     if "image" in modalities:
         if image_key in adata.obsm:
@@ -762,7 +781,7 @@ def _check_inputs(
             )
             msg = f"The {method} model reads image features from `adata.obsm[{image_key!r}]`, which is missing. {fix}"
             raise KeyError(msg)
-        elif not compute_image or not _can_compute_image(adata):
+        elif not compute_image or not _can_compute_image(adata, library_key):
             msg = (
                 f"`method={method!r}` needs image features in `adata.obsm[{image_key!r}]`, which is missing"
                 + (
@@ -795,30 +814,32 @@ def _check_inputs(
             "`adata = adata[:, adata.var.highly_variable].copy()`, or raise `max_dense_gb` if the memory is there."
         )
         raise ValueError(msg)
-    return X, coords, image
+    return X, coords, groups, image
 
 
-def _can_compute_image(adata: AnnData) -> bool:
-    from .. import pp
+def _can_compute_image(adata: AnnData, library_key: str | None) -> bool:
+    """Whether ``st.pp.image_features`` has an image for every spot (raises on libraries missing from uns)."""
+    from ..get._spatial import image
+    from ..pp._image_features import _check_libraries
 
-    if not hasattr(pp, "image_features"):
-        return False
+    _, libraries = _check_libraries(adata, library_key, library_id=None, source_image=None)
+    library_groups(adata, library_key)  # several libraries without a key: the error says which key to pass
     try:
-        from ..get._spatial import image
-
-        image(adata)
+        for lib in libraries or [None]:
+            image(adata, lib)
     except (KeyError, ValueError):
         return False
     return True
 
 
-def _compute_image_features(adata: AnnData, image_key: str) -> np.ndarray:
+def _compute_image_features(adata: AnnData, image_key: str, library_key: str | None) -> np.ndarray:
     from .. import pp
 
-    logg.info(
-        f"    `adata.obsm[{image_key!r}]` not found: computing it with `st.pp.image_features(adata, key_added={image_key!r})`"
+    call = f"st.pp.image_features(adata, key_added={image_key!r}" + (
+        f", library_key={library_key!r})" if library_key is not None else ")"
     )
-    pp.image_features(adata, key_added=image_key)
+    logg.info(f"    `adata.obsm[{image_key!r}]` not found: computing it with `{call}`")
+    pp.image_features(adata, key_added=image_key, library_key=library_key)
     feats = adata.obsm[image_key]
     feats = feats.to_numpy() if hasattr(feats, "to_numpy") else np.asarray(feats)
     return np.asarray(feats, dtype=np.float64)
@@ -855,13 +876,13 @@ def _image_record(adata: AnnData, image_key: str, *, n_columns: int) -> dict | N
     return record
 
 
-def _knn_predict(X, coords: np.ndarray, opts: dict[str, Any], output: str) -> np.ndarray:
+def _knn_predict(X, coords: np.ndarray, opts: dict[str, Any], output: str, groups: np.ndarray | None) -> np.ndarray:
     from .._graph import spatial_graph
     from ._knn import knn_impute_log1p, log1p_csr
 
     # spots without any count (e.g. hidden whole) are unobserved: they are predicted, not averaged in
     has_counts = np.asarray(X.sum(axis=1), dtype=np.float64).ravel() > 0
-    graph = spatial_graph(coords, opts["n_neighbors"], sources=has_counts)
+    graph = spatial_graph(coords, opts["n_neighbors"], sources=has_counts, groups=groups)
     if output in ("expected", "normalized"):  # plain mean of the neighbours' counts, zeros included
         out = np.empty(X.shape, dtype=np.float32)
         C = as_csr(X, np.float32)  # read only (float16 layers too)

@@ -1,0 +1,243 @@
+"""Objects holding several sections (``library_key``): neighbours stay within a section."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pytest
+from scipy import sparse
+
+import stimpute as st
+from stimpute._graph import spatial_graph
+from stimpute._model._data import position_features
+
+from .conftest import require_data
+
+
+def _section(seed: int, library: str, n_spots: int = 150) -> ad.AnnData:
+    a = st.datasets.synthetic_visium(n_spots=n_spots, n_genes=30, random_state=seed)
+    a.uns["spatial"] = {library: a.uns["spatial"]["synthetic"]}
+    return a
+
+
+def _two_sections() -> ad.AnnData:
+    """Two synthetic sections on the same grid (their coordinates overlap exactly), as anndata.concat joins them."""
+    parts = {"A": _section(0, "A"), "B": _section(1, "B", n_spots=120)}
+    return ad.concat(parts, label="library_id", uns_merge="unique", index_unique="-")
+
+
+def _alone(both: ad.AnnData, library: str) -> ad.AnnData:
+    sub = both[both.obs["library_id"] == library].copy()
+    sub.uns["spatial"] = {library: both.uns["spatial"][library]}
+    return sub
+
+
+def test_grouped_graph_is_the_per_section_graphs():
+    rng = np.random.default_rng(0)
+    coords = rng.uniform(0, 100, size=(90, 2))
+    groups = np.repeat([2, 0, 1], 30)
+    rng.shuffle(groups)
+    sources = rng.random(90) > 0.2
+    g = spatial_graph(coords, 5, include_self=True, sources=sources, groups=groups)
+    coo = g.tocoo()
+    assert (groups[coo.row] == groups[coo.col]).all()  # no edge between sections
+    for k in np.unique(groups):
+        members = np.flatnonzero(groups == k)
+        alone = spatial_graph(coords[members], 5, include_self=True, sources=sources[members])
+        assert abs(g[members][:, members] - alone).max() == 0
+    assert g.has_sorted_indices and np.allclose(np.asarray(g.sum(axis=1)).ravel(), 1.0)
+
+
+def test_grouped_graph_handles_a_one_spot_section():
+    coords = np.array([[0.0, 0.0], [1.0, 0.0], [2.0, 0.0], [0.0, 0.0]])
+    g = spatial_graph(coords, 2, groups=np.array([0, 0, 0, 1]))
+    assert g[3].nnz == 0  # alone in its section: no neighbour, not the spot at the same position elsewhere
+    assert set(g[0].indices) == {1, 2}
+
+
+def test_positions_normalised_per_section():
+    coords = np.array([[0.0, 0.0], [10.0, 5.0], [3.0, 4.0], [1000.0, 1000.0], [1020.0, 1010.0], [1006.0, 1008.0]])
+    groups = np.array([0, 0, 0, 1, 1, 1])
+    joint = position_features(coords, n_frequencies=3, degree=2, groups=groups)
+    for k in (0, 1):
+        alone = position_features(coords[groups == k], n_frequencies=3, degree=2)
+        np.testing.assert_allclose(joint[groups == k], alone, rtol=0, atol=1e-6)
+
+
+def test_smoothing_with_library_key_equals_each_section_alone(tmp_path):
+    both = _two_sections()
+    st.pp.spatial_smooth(both, library_key="library_id")
+    assert both.uns["X_smoothed"]["params"]["library_key"] == "library_id"
+    for lib in ("A", "B"):
+        alone = _alone(both, lib)
+        del alone.layers["X_smoothed"], alone.uns["X_smoothed"]
+        st.pp.spatial_smooth(alone)
+        joint = both[both.obs["library_id"] == lib].layers["X_smoothed"]
+        assert abs(alone.layers["X_smoothed"] - joint).max() == 0
+    both.write_h5ad(tmp_path / "both.h5ad")
+    back = ad.read_h5ad(tmp_path / "both.h5ad")
+    assert back.uns["X_smoothed"]["params"]["library_key"] == "library_id"
+
+
+def test_several_libraries_without_library_key_are_refused():
+    both = _two_sections()
+    layers, uns = set(both.layers), set(both.uns)
+    with pytest.raises(ValueError, match="library_key='library_id'"):
+        st.pp.spatial_smooth(both)
+    with pytest.raises(ValueError, match="several libraries"):
+        st.tl.impute(both, "knn")
+    assert set(both.layers) == layers and set(both.uns) == uns
+    # methods that read no positions need no library_key
+    st.tl.impute(both, "autoencoder", max_epochs=1)
+    assert "imputed_autoencoder" in both.layers
+
+
+@pytest.mark.parametrize(
+    ("library_key", "error", "match"),
+    [
+        (3, TypeError, "library_key"),
+        ("section", KeyError, "not a column of `adata.obs`"),
+        ("with_nan", ValueError, "missing for 1 spot"),
+    ],
+)
+def test_bad_library_key_leaves_adata_untouched(library_key, error, match):
+    both = _two_sections()
+    both.obs["with_nan"] = both.obs["library_id"].astype(object)
+    both.obs.iloc[0, both.obs.columns.get_loc("with_nan")] = np.nan
+    layers, uns = set(both.layers), set(both.uns)
+    for call in (
+        lambda: st.pp.spatial_smooth(both, library_key=library_key),
+        lambda: st.tl.impute(both, "knn", library_key=library_key),
+        lambda: st.tl.impute(both, "autoencoder", max_epochs=1, library_key=library_key),
+    ):
+        with pytest.raises(error, match=match):
+            call()
+    assert set(both.layers) == layers and set(both.uns) == uns
+
+
+def test_knn_with_library_key_reads_only_the_own_section():
+    both = _two_sections()
+    st.tl.impute(both, "knn", library_key="library_id", shrinkage=0.0)
+    assert both.uns["imputed_knn"]["params"]["library_key"] == "library_id"
+    alone = _alone(both, "A")
+    del alone.layers["imputed_knn"], alone.uns["imputed_knn"]
+    st.tl.impute(alone, "knn", shrinkage=0.0)
+    joint = both[both.obs["library_id"] == "A"].layers["imputed_knn"]
+    np.testing.assert_allclose(joint, alone.layers["imputed_knn"], rtol=1e-6)
+
+
+def test_network_with_library_key_trains_and_predicts(tmp_path):
+    both = _two_sections()
+    model = st.tl.impute(
+        both, "multimodal", library_key="library_id", max_epochs=2, modalities=("counts", "position"), return_model=True
+    )
+    out = both.layers["imputed_multimodal"]
+    assert out.shape == both.shape and np.isfinite(out).all()
+    assert both.uns["imputed_multimodal"]["params"]["library_key"] == "library_id"
+    with pytest.raises(ValueError, match="library_key="):
+        model.predict(both, key_added="again")
+    assert "again" not in both.layers
+    model.predict(both, key_added="again", library_key="library_id")
+    np.testing.assert_allclose(both.layers["again"], out, rtol=1e-5, atol=1e-5)
+    # a section of its own, predicted alone, gets what it gets inside the joint object (same neighbours,
+    # same per-section positions)
+    alone = _alone(both, "B")
+    model.predict(alone, key_added="alone")
+    joint = both[both.obs["library_id"] == "B"].layers["again"]
+    np.testing.assert_allclose(alone.layers["alone"], joint, rtol=1e-5, atol=1e-5)
+    both.write_h5ad(tmp_path / "both.h5ad")
+
+
+def test_real_sections_concatenated_smooth_as_alone():
+    """151673 and 151674 joined as squidpy users join them: smoothing per section is exact, and without
+    ``library_key`` most nearest-neighbour edges would join the two sections (their pixel frames overlap)."""
+    parts = {s: ad.read_h5ad(require_data(f"dlpfc_{s}", "adata.h5ad")) for s in ("151673", "151674")}
+    both = ad.concat(parts, label="library_id", uns_merge="unique", index_unique="-", join="inner")
+    assert set(both.uns["spatial"]) == {"151673", "151674"}
+    with pytest.raises(ValueError, match="library_key='library_id'"):
+        st.pp.spatial_smooth(both)
+    st.pp.spatial_smooth(both, library_key="library_id")
+    for lib in parts:
+        alone = _alone(both, lib)
+        del alone.layers["X_smoothed"], alone.uns["X_smoothed"]
+        st.pp.spatial_smooth(alone)
+        assert sparse.issparse(alone.layers["X_smoothed"])
+        assert abs(alone.layers["X_smoothed"] - both[both.obs["library_id"] == lib].layers["X_smoothed"]).max() == 0
+    g = spatial_graph(st.get.spatial_coords(both), 6).tocoo()
+    lib = both.obs["library_id"].to_numpy()
+    assert (lib[g.row] != lib[g.col]).mean() > 0.5
+
+
+def test_image_features_cut_each_spot_from_its_own_library(tmp_path):
+    both = _two_sections()
+    st.pp.image_features(both, library_key="library_id", n_comps=8)
+    record = both.uns["X_image"]
+    assert record["params"]["library_key"] == "library_id"
+    assert set(record["libraries"]) == {"A", "B"}
+    assert record["params"]["library_id"] == "A, B"
+    # each section alone, on the joint axes, gets exactly its rows of the joint features
+    for lib in ("A", "B"):
+        alone = _alone(both, lib)
+        del alone.obsm["X_image"], alone.uns["X_image"]
+        st.pp.image_features(alone, n_comps=8, reference=both)
+        rows = both.obsm["X_image"][(both.obs["library_id"] == lib).to_numpy()]
+        np.testing.assert_allclose(alone.obsm["X_image"], rows, rtol=1e-5, atol=1e-5)
+    # the two sections' images differ (different seeds), so cutting every spot from A's image is not the same
+    st.pp.image_features(both, library_id="A", n_comps=8, key_added="from_A")
+    b_rows = (both.obs["library_id"] == "B").to_numpy()
+    assert not np.allclose(both.obsm["from_A"][b_rows], both.obsm["X_image"][b_rows], atol=1e-3)
+    both.write_h5ad(tmp_path / "both.h5ad")
+    back = ad.read_h5ad(tmp_path / "both.h5ad")
+    assert back.uns["X_image"]["libraries"]["B"]["image"] == "hires"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"library_id": "A"}, ValueError, "not both"),
+        ({"source_image": np.zeros((10, 10, 3), np.uint8)}, ValueError, "one per library"),
+        ({"library_key": "other"}, KeyError, r"names libraries \['C'\]"),
+    ],
+)
+def test_image_features_bad_library_input_leaves_adata_untouched(kwargs, error, match):
+    both = _two_sections()
+    both.obs["other"] = both.obs["library_id"].astype(str).replace({"B": "C"})
+    kwargs = {"library_key": "library_id", **kwargs}
+    obsm, uns = set(both.obsm), set(both.uns)
+    with pytest.raises(error, match=match):
+        st.pp.image_features(both, **kwargs)
+    assert set(both.obsm) == obsm and set(both.uns) == uns
+
+
+def test_default_multimodal_on_two_sections_computes_image_features_per_library():
+    both = _two_sections()
+    st.tl.impute(both, "multimodal", library_key="library_id", max_epochs=2)
+    assert both.uns["X_image"]["params"]["library_key"] == "library_id"
+    assert both.uns["imputed_multimodal"]["params"]["library_key"] == "library_id"
+    assert np.isfinite(both.layers["imputed_multimodal"]).all()
+
+
+def test_one_section_cut_from_a_joined_object_draws_and_tiles_without_warning(caplog):
+    both = _two_sections()
+    gene = [both.var_names[0]]
+    with caplog.at_level("WARNING"):
+        st.pl.genes(both, gene, ["X"], library_id="A", show=False)
+    assert "every spot is drawn with the scale and image of library 'A'" in caplog.text
+    caplog.clear()
+    a = both[both.obs["library_id"] == "A"]  # uns still holds both libraries; obs says every spot is A's
+    with caplog.at_level("WARNING"):
+        st.pl.genes(a, gene, ["X"], library_id="A", show=False)
+        st.pp.image_features(a.copy(), library_id="A", n_comps=4)
+    assert "several libraries" not in caplog.text
+    with caplog.at_level("WARNING"):
+        st.pp.image_features(both, library_id="A", n_comps=4)
+    assert "every spot is cut from library 'A'" in caplog.text
+
+
+def test_image_method_on_joined_object_asks_for_library_key():
+    both = _two_sections()
+    with pytest.raises(ValueError, match="library_key='library_id'"):
+        st.tl.impute(both, "image", max_epochs=1)
+    assert "X_image" not in both.obsm
+    st.tl.impute(both, "image", max_epochs=1, library_key="library_id")
+    assert both.uns["X_image"]["params"]["library_key"] == "library_id"
