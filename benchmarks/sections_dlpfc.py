@@ -18,7 +18,7 @@ mixing costs:
 * clusters (``st.tl.compare_clusters``, 7 clusters, k-means and Leiden, 5 seeds) of each section's smoothed
   normalized readout against the manual layers, with the smoothed training matrix as the reference row.
 
-Run from the repository root (about 6 minutes on one CPU thread)::
+Run from the repository root (about 2.5 minutes on one CPU thread)::
 
     python benchmarks/sections_dlpfc.py            # writes benchmarks/results/sections_dlpfc.{md,csv}
 """

@@ -241,3 +241,64 @@ def test_image_method_on_joined_object_asks_for_library_key():
     assert "X_image" not in both.obsm
     st.tl.impute(both, "image", max_epochs=1, library_key="library_id")
     assert both.uns["X_image"]["params"]["library_key"] == "library_id"
+
+
+def test_suggested_column_is_library_id_not_a_numeric_one():
+    parts = {"0": _section(0, "0"), "1": _section(1, "1", n_spots=120)}
+    for a in parts.values():
+        a.obs.insert(0, "in_tissue", 1)  # as read_visium gives: its values are all "1", a library name
+    both = ad.concat(parts, label="library_id", uns_merge="unique", index_unique="-")
+    with pytest.raises(ValueError, match="library_key='library_id'"):
+        st.pp.spatial_smooth(both)
+    from stimpute.get._spatial import library_column, other_sections_possible
+
+    assert library_column(both) == "library_id"
+    assert other_sections_possible(both, "1")
+
+
+def test_obs_library_id_alone_also_refuses_mixing():
+    """anndata.concat without uns_merge drops uns['spatial']; obs['library_id'] still tells the sections apart."""
+    parts = {"A": _section(0, "A"), "B": _section(1, "B", n_spots=120)}
+    both = ad.concat(parts, label="library_id", index_unique="-")
+    assert "spatial" not in both.uns
+    with pytest.raises(
+        ValueError, match=r"`adata.obs\['library_id'\]` names several sections.*library_key='library_id'"
+    ):
+        st.pp.spatial_smooth(both)
+    both.obs["one"] = "all"  # an explicit single section (e.g. an aligned frame)
+    st.pp.spatial_smooth(both, library_key="one")
+
+
+def test_messages_suggest_image_features_with_library_key():
+    both = _two_sections()
+    model = st.tl.impute(both, "multimodal", library_key="library_id", max_epochs=1, return_model=True)
+    other = _two_sections()
+    with pytest.raises(KeyError, match=r"image_features\(adata, library_key='library_id', reference=model\)"):
+        model.predict(other, library_key="library_id")
+    st.pp.image_features(other, library_key="library_id", reference=model)
+    model.predict(other, library_key="library_id")
+    # one library without an image: named, and the suggested call has the key
+    third = _two_sections()
+    del third.uns["spatial"]["B"]["images"]
+    with pytest.raises(KeyError, match=r"libraries \['B'\] have no H&E image.*library_key='library_id'\)"):
+        st.tl.impute(third, "multimodal", library_key="library_id", max_epochs=1)
+    with pytest.raises(KeyError, match=r"metadata'\]\['source_image_path'\]"):
+        st.pp.image_features(third, library_key="library_id")
+    assert "X_image" not in third.obsm and "imputed_multimodal" not in third.layers
+
+
+def test_one_source_spot_is_every_other_spot_s_neighbour():
+    g = spatial_graph(np.array([[0.0, 0], [1, 0], [2, 0]]), 6, sources=np.array([True, False, False]))
+    np.testing.assert_array_equal(g.toarray(), [[0, 0, 0], [1, 0, 0], [1, 0, 0]])
+    # a source with fewer other sources than n_neighbors averages over those it has
+    g = spatial_graph(np.array([[0.0, 0], [1, 0], [2, 0], [3, 0]]), 6, sources=np.array([True, True, False, False]))
+    np.testing.assert_allclose(g.toarray()[0], [0, 1, 0, 0])
+    np.testing.assert_allclose(g.toarray()[3], [0.5, 0.5, 0, 0])
+
+
+def test_small_section_warns(caplog):
+    parts = {"A": _section(0, "A"), "B": _section(1, "B")[:5].copy()}
+    both = ad.concat(parts, label="library_id", uns_merge="unique", index_unique="-")
+    with caplog.at_level("WARNING"):
+        st.pp.spatial_smooth(both, library_key="library_id", n_neighbors=8)
+    assert "1 section(s) have at most 8 spots (the smallest: 5)" in caplog.text

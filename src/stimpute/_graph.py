@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import sparse
 
+from . import _logging as logg
+
 __all__ = ["spatial_graph"]
 
 
@@ -53,24 +55,32 @@ def spatial_graph(
     coords = np.asarray(coords, dtype=np.float64)
     n = coords.shape[0]
     pool = np.arange(n) if sources is None else np.flatnonzero(np.asarray(sources, dtype=bool))
-    k = int(min(n_neighbors, pool.size - 1))  # n - 1 when every spot is a source
-    if k < 1:
+    n_query = int(min(n_neighbors + 1, pool.size))  # the spot itself may be among them
+    if n_query < 1 or (n_query == 1 and sources is None):  # no other spot to average over
         eye = sparse.identity(n, dtype=np.float32, format="csr")
         return eye if include_self else sparse.csr_matrix((n, n), dtype=np.float32)
-    nn = NearestNeighbors(n_neighbors=k + 1).fit(coords[pool])
+    nn = NearestNeighbors(n_neighbors=n_query).fit(coords[pool])
     dist, j = nn.kneighbors(coords)
     idx = pool[j]
     # drop the spot itself (it need not come first when several spots share a position, and it is
-    # absent when it is not a source): push it to the end and keep the k nearest others
-    dist = np.where(idx == np.arange(n)[:, None], np.inf, dist)
-    order = np.argsort(dist, axis=1, kind="stable")
-    neighbours = np.take_along_axis(idx, order, axis=1)[:, :k]
-    cols = neighbours
+    # absent when it is not a source): push it to the end and keep the n_neighbors nearest others
+    is_self = idx == np.arange(n)[:, None]
+    order = np.argsort(np.where(is_self, np.inf, dist), axis=1, kind="stable")
+    neighbours = np.take_along_axis(idx, order, axis=1)[:, :n_neighbors]
+    valid = ~np.take_along_axis(is_self, order, axis=1)[:, :n_neighbors]
     if include_self:
-        cols = np.column_stack([np.arange(n), neighbours])
-    m = cols.shape[1]
-    data = np.full(n * m, 1.0 / m, dtype=np.float32)
-    graph = sparse.csr_matrix((data, cols.ravel(), np.arange(0, n * m + 1, m)), shape=(n, n))
+        neighbours = np.column_stack([np.arange(n), neighbours])
+        valid = np.column_stack([np.ones(n, dtype=bool), valid])
+    if valid.all():  # every spot has as many neighbours (the usual case)
+        m = neighbours.shape[1]
+        data = np.full(n * m, 1.0 / m, dtype=np.float32)
+        graph = sparse.csr_matrix((data, neighbours.ravel(), np.arange(0, n * m + 1, m)), shape=(n, n))
+    else:  # few sources: a source has one neighbour fewer than a spot that is not one
+        counts = valid.sum(axis=1)
+        weights = np.divide(1.0, counts, out=np.zeros(n), where=counts > 0).astype(np.float32)
+        data = np.repeat(weights, counts)
+        indptr = np.concatenate([[0], np.cumsum(counts)])
+        graph = sparse.csr_matrix((data, neighbours[valid], indptr), shape=(n, n))
     graph.sort_indices()
     return graph
 
@@ -83,6 +93,12 @@ def _grouped(
     groups = np.asarray(groups)
     n = coords.shape[0]
     sources = None if sources is None else np.asarray(sources, dtype=bool)
+    sizes = np.unique(groups, return_counts=True)[1]
+    if (sizes <= n_neighbors).any():
+        logg.warning(
+            f"{int((sizes <= n_neighbors).sum())} section(s) have at most {n_neighbors} spots (the smallest: "
+            f"{int(sizes.min())}); each of their spots has fewer than {n_neighbors} neighbours, all its section's spots."
+        )
     rows, cols, data = [], [], []
     for g in np.unique(groups):
         members = np.flatnonzero(groups == g)

@@ -132,6 +132,7 @@ def check_reference_settings(
     tile_size: int,
     n_comps: int | None,
     from_model: bool,
+    library_key: str | None = None,
 ) -> None:
     """Raise unless this call's settings give features comparable with the reference's."""
     params = ref["params"]
@@ -141,7 +142,8 @@ def check_reference_settings(
         same = np.isclose(float(theirs), value) if name == "tile_scale" else str(theirs) == str(value)
         if not same:
             msg = f"`{name}={value!r}` differs from the reference's ({theirs!r}); both sections need the same {name}. "
-            raise ValueError(msg + f"Compute the features with `{reference_call(ref, model=from_model)}`.")
+            call = reference_call(ref, model=from_model, library_key=library_key)
+            raise ValueError(msg + f"Compute the features with `{call}`.")
     theirs_sha = params.get("weights_sha256", "")
     if weights_sha256 and theirs_sha and weights_sha256 != theirs_sha:
         msg = (
@@ -186,10 +188,16 @@ def warn_resolution(ref: dict, side: int, source: str) -> None:
         )
 
 
-def reference_call(record: Mapping, *, target: str = "adata", model: bool = True) -> str:
-    """The ``st.pp.image_features`` call that puts ``target``'s features on ``record``'s axes."""
+def reference_call(
+    record: Mapping, *, target: str = "adata", model: bool = True, library_key: str | None = None
+) -> str:
+    """The ``st.pp.image_features`` call that puts ``target``'s features on ``record``'s axes (``library_key``: an
+    object holding several sections).
+    """
     params = record["params"]
     args = [target]
+    if library_key is not None:
+        args.append(f"library_key={library_key!r}")
     key = record.get("key", IMAGE_FEATURES_KEY)
     if key != IMAGE_FEATURES_KEY:
         args.append(f"key_added={key!r}")

@@ -105,12 +105,14 @@ def prepare_tiles(
     source_image: str | os.PathLike | np.ndarray | None = None,
     tile_scale: float = 1.0,
     obs_names: Sequence[str] | None = None,
+    per_library: bool = False,
 ) -> TileSpec:
     """Choose the image, open it lazily and check it against the scale factors and the spot coordinates.
 
     Source order: ``source_image`` (a full-resolution file or array), else the file in the library's
     ``metadata['source_image_path']`` when ``img_key`` is None and the file exists, else the stored image
-    ``img_key`` (default: ``hires``, then ``lowres``). Raises before anything is decoded.
+    ``img_key`` (default: ``hires``, then ``lowres``). Raises before anything is decoded. ``per_library``: one
+    library of several (``st.pp.image_features(library_key=...)``), where ``source_image`` is not offered.
     """
     check_tile_scale(tile_scale)
     if source_image is not None and img_key is not None:
@@ -134,7 +136,7 @@ def prepare_tiles(
     lib = _spatial.library_id(adata, library_id)
     diameter = _spatial.spot_diameter(adata, lib, "fullres")
 
-    source = _open_source(adata, lib, img_key, source_image)
+    source = _open_source(adata, lib, img_key, source_image, per_library=per_library)
     try:
         if source.kind != "uns":
             _check_source_size(adata, lib, source)
@@ -163,7 +165,12 @@ def _stored_keys(adata: AnnData, lib: str) -> list[str]:
 
 
 def _open_source(
-    adata: AnnData, lib: str, img_key: str | None, source_image: str | os.PathLike | np.ndarray | None
+    adata: AnnData,
+    lib: str,
+    img_key: str | None,
+    source_image: str | os.PathLike | np.ndarray | None,
+    *,
+    per_library: bool = False,
 ) -> ImageSource:
     if source_image is not None:
         if isinstance(source_image, np.ndarray):
@@ -187,7 +194,13 @@ def _open_source(
     try:
         key = _spatial.img_key(adata, lib, img_key)
     except KeyError as err:
-        msg = f"{err.args[0]} Or pass `source_image=` with the path of the full-resolution H&E image."
+        fix = (
+            f"Or record the library's full-resolution H&E file in `adata.uns['spatial'][{lib!r}]['metadata']"
+            "['source_image_path']`."
+            if per_library
+            else "Or pass `source_image=` with the path of the full-resolution H&E image."
+        )
+        msg = f"{err.args[0]} {fix}"
         raise KeyError(msg) from err
     scale = _spatial.scale_factor(adata, lib, key)
     return open_array(_spatial.image(adata, lib, key), kind="uns", name=key, native_scale=scale)

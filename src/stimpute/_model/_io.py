@@ -21,6 +21,7 @@ from .. import _logging as logg
 from .._constants import NETWORK_METHODS
 from .._lineage import holdout_id_of
 from .._validate import check_adata, check_bool, check_key_string, check_output_key, plain_values
+from ..get._spatial import suggested_library_key
 from ._checkpoint import read_weights
 from ._data import attach_projection, prepare
 from ._device import resolve_device
@@ -170,6 +171,8 @@ class ImputationModel:
         self._check_genes(adata)  # first: other genes make every other check moot
         uses_image = "image" in self.config["modalities"]
         has_axes = self.config.get("image_features") is not None
+        # the image_features call suggested in messages names the object's library column when it holds several
+        hint_key = library_key if library_key is not None else suggested_library_key(adata)
         X, coords, groups, image = _check_inputs(
             adata,
             self.method,
@@ -182,12 +185,12 @@ class ImputationModel:
             n_params=sum(p.numel() for p in self.net.parameters()),
             compute_image=False,
             training=False,
-            image_fix=self._image_call(image_key) if uses_image and has_axes else None,
+            image_fix=self._image_call(image_key, hint_key) if uses_image and has_axes else None,
         )
         check_output_key(adata, key_added, inputs=["X" if layer is None else layer, image_key], methods=NETWORK_METHODS)
         if uses_image and image.shape[1] != self.config["n_image_features"]:
             fix = (
-                f"compute them on the model's axes: `{self._image_call(image_key)}`"
+                f"compute them on the model's axes: `{self._image_call(image_key, hint_key)}`"
                 if has_axes
                 else "compute them with the training section's `st.pp.image_features` settings"
             )
@@ -197,7 +200,7 @@ class ImputationModel:
             )
             raise ValueError(msg)
         if uses_image:
-            self._check_image_axes(adata, image_key)
+            self._check_image_axes(adata, image_key, hint_key)
         prep = prepare(X, config=self.config, norm=self.config["norm"], coords=coords, image=image, groups=groups)
         attach_projection(prep, self.net)
         out = predict(
@@ -242,7 +245,7 @@ class ImputationModel:
         )
         return adata if copy else None
 
-    def _check_image_axes(self, adata: AnnData, image_key: str) -> None:
+    def _check_image_axes(self, adata: AnnData, image_key: str, library_key: str | None = None) -> None:
         """Refuse image features put on other axes than the training section's (PCA fitted to each section)."""
         from .._image._projection import PROJECTION_KEY, same_projection
 
@@ -254,22 +257,22 @@ class ImputationModel:
         if theirs is None:
             logg.warning(
                 f"`adata.uns[{image_key!r}]` does not say how `adata.obsm[{image_key!r}]` was made, so it cannot be "
-                f"checked against the model's image axes; compute it with `{self._image_call(image_key)}`."
+                f"checked against the model's image axes; compute it with `{self._image_call(image_key, library_key)}`."
             )
             return
         if not same_projection(theirs, ours[PROJECTION_KEY]):
             msg = (
                 f"`adata.obsm[{image_key!r}]` is on other axes than the features the model was trained on (image "
                 "features are standardised and reduced with a PCA fitted to each section, so the same column means "
-                f"something else). Recompute them on the model's axes: `{self._image_call(image_key)}`."
+                f"something else). Recompute them on the model's axes: `{self._image_call(image_key, library_key)}`."
             )
             raise ValueError(msg)
 
-    def _image_call(self, image_key: str) -> str:
+    def _image_call(self, image_key: str, library_key: str | None = None) -> str:
         """The ``st.pp.image_features`` call that gives ``obsm[image_key]`` on the model's axes."""
         from .._image._reference import reference_call
 
-        return reference_call({**self.config["image_features"], "key": image_key})
+        return reference_call({**self.config["image_features"], "key": image_key}, library_key=library_key)
 
     def _needs_coords(self) -> bool:
         c = self.config

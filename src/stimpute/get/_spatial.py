@@ -27,6 +27,8 @@ from anndata import AnnData
 from .._constants import IMAGE_KEYS, SCALEF, SPATIAL_KEY, SPOT_DIAMETER
 from .._validate import check_adata
 
+LIBRARY_COLUMN = "library_id"  # the obs column anndata.concat(label=...) and squidpy use for the section
+
 __all__ = [
     "image",
     "img_key",
@@ -76,9 +78,9 @@ def library_id(adata: AnnData, library_id: str | None = None) -> str:
         if len(spatial) > 1:
             msg = (
                 f"`adata.uns['spatial']` holds several libraries {list(spatial)}; pass `library_id=` to pick one. For "
-                "an object holding several sections, the spatial functions take `library_key=` (the obs column naming "
-                "each spot's library, e.g. `st.pp.image_features(adata, library_key='library_id')`); plots draw one "
-                "section: `adata[adata.obs['library_id'] == lib]` with `library_id=lib`."
+                "an object holding several sections, `st.pp.image_features`, `st.pp.spatial_smooth` and "
+                "`st.tl.impute` take `library_key=` (the obs column naming each spot's library, e.g. 'library_id'); "
+                "plots draw one section: `adata[adata.obs['library_id'] == lib]` with `library_id=lib`."
             )
             raise ValueError(msg)
         return next(iter(spatial))
@@ -336,16 +338,22 @@ def library_groups(adata: AnnData, library_key: str | None) -> np.ndarray | None
     """
     if library_key is None:
         spatial = adata.uns.get(SPATIAL_KEY)
-        if isinstance(spatial, Mapping) and len(spatial) > 1:
-            libs = set(map(str, spatial))
-            column = library_column(adata)
+        several_uns = isinstance(spatial, Mapping) and len(spatial) > 1
+        several_obs = LIBRARY_COLUMN in adata.obs.columns and adata.obs[LIBRARY_COLUMN].nunique() > 1
+        if several_uns or several_obs:
+            column = suggested_library_key(adata)
             hint = (
                 f"`library_key={column!r}`" if column else "`library_key=` (the obs column naming each spot's library)"
             )
+            what = (
+                f"`adata.uns['spatial']` holds several libraries {sorted(map(str, spatial))}"
+                if several_uns
+                else f"`adata.obs[{LIBRARY_COLUMN!r}]` names several sections"
+            )
             msg = (
-                f"`adata.uns['spatial']` holds several libraries {sorted(libs)}, and spots of different sections must "
-                f"not be neighbours: pass {hint}, so that neighbours are searched within each section. (For one "
-                "section cut out of a bigger object, passing it works too.)"
+                f"{what}, and spots of different sections must not be neighbours: pass {hint}, so that neighbours "
+                "are searched within each section. (For one section cut out of a bigger object, passing it works "
+                "too; to treat every spot as one section, e.g. in an aligned frame, pass a column with one value.)"
             )
             raise ValueError(msg)
         return None
@@ -367,17 +375,34 @@ def library_groups(adata: AnnData, library_key: str | None) -> np.ndarray | None
 
 
 def library_column(adata: AnnData) -> str | None:
-    """The first ``adata.obs`` column whose values are all libraries of ``adata.uns['spatial']`` (for example
-    ``"library_id"`` after :func:`anndata.concat` with ``label="library_id"``); ``None`` when there is none.
+    """The ``adata.obs`` column whose values are all libraries of ``adata.uns['spatial']`` (``"library_id"``, as
+    :func:`anndata.concat` with ``label="library_id"`` and squidpy name it, when it qualifies; else the first
+    text or categorical column that does); ``None`` when there is none.
     """
     spatial = adata.uns.get(SPATIAL_KEY)
     if not isinstance(spatial, Mapping) or not spatial:
         return None
     libs = set(map(str, spatial))
-    for c in adata.obs.columns:
+    columns = [LIBRARY_COLUMN] if LIBRARY_COLUMN in adata.obs.columns else []
+    columns += [c for c in adata.obs.columns if c != LIBRARY_COLUMN]
+    for c in columns:
         values = adata.obs[c]
+        if pd.api.types.is_bool_dtype(values) or pd.api.types.is_numeric_dtype(values):  # e.g. in_tissue = 1
+            continue
         if values.notna().all() and set(map(str, values.unique())) <= libs:
             return str(c)
+    return None
+
+
+def suggested_library_key(adata: AnnData) -> str | None:
+    """The ``library_key`` to suggest for an object holding several sections (see :func:`library_column`):
+    a column naming at least two libraries, else ``"library_id"`` when that column names several; else ``None``.
+    """
+    column = library_column(adata)
+    if column is not None and adata.obs[column].nunique() > 1:
+        return column
+    if LIBRARY_COLUMN in adata.obs.columns and adata.obs[LIBRARY_COLUMN].nunique() > 1:
+        return LIBRARY_COLUMN
     return None
 
 

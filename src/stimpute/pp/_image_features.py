@@ -219,6 +219,7 @@ def image_features(
             tile_size=input_side,
             n_comps=n_comps,
             from_model=not isinstance(reference, AnnData | Mapping),
+            library_key=library_key,
         )
     elif adata.n_obs < 2:
         msg = f"`adata` has {adata.n_obs} spot; image features need at least 2 spots (they are standardised)."
@@ -232,7 +233,14 @@ def image_features(
         for members, lib in sections:
             part = adata if members is None else adata[members]
             specs.append(
-                prepare_tiles(part, library_id=lib, img_key=img_key, source_image=source_image, tile_scale=tile_scale)
+                prepare_tiles(
+                    part,
+                    library_id=lib,
+                    img_key=img_key,
+                    source_image=source_image,
+                    tile_scale=tile_scale,
+                    per_library=groups is not None,
+                )
             )
     except Exception:
         for spec in specs:

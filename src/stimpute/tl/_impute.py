@@ -781,19 +781,25 @@ def _check_inputs(
             )
             msg = f"The {method} model reads image features from `adata.obsm[{image_key!r}]`, which is missing. {fix}"
             raise KeyError(msg)
-        elif not compute_image or not _can_compute_image(adata, library_key):
-            msg = (
-                f"`method={method!r}` needs image features in `adata.obsm[{image_key!r}]`, which is missing"
-                + (
-                    ", and there is no H&E image in `adata.uns['spatial']` to compute them from. "
-                    if compute_image
-                    else ". "
+        else:
+            lacking = _libraries_without_image(adata, library_key) if compute_image else []
+            if not compute_image or lacking:
+                call = f"st.pp.image_features(adata, key_added={image_key!r}" + (
+                    f", library_key={library_key!r})" if library_key is not None else ")"
                 )
-                + f"Compute them with `st.pp.image_features(adata, key_added={image_key!r})` (needs the image), "
-                "or use `method='autoencoder'`/`'positional'`"
-                + (" or `modalities=('counts', 'position')`." if method == "multimodal" else ".")
-            )
-            raise KeyError(msg)
+                where = (
+                    ""
+                    if not compute_image
+                    else ", and there is no H&E image in `adata.uns['spatial']` to compute them from"
+                    if lacking == [None]
+                    else f", and libraries {lacking} have no H&E image in `adata.uns['spatial']` to compute them from"
+                )
+                msg = (
+                    f"`method={method!r}` needs image features in `adata.obsm[{image_key!r}]`, which is missing{where}. "
+                    f"Compute them with `{call}` (needs the images), or use `method='autoencoder'`/`'positional'`"
+                    + (" or `modalities=('counts', 'position')`." if method == "multimodal" else ".")
+                )
+                raise KeyError(msg)
     n_obs, n_vars = adata.shape
     if training and method != "knn":
         if n_vars < 2:
@@ -817,19 +823,22 @@ def _check_inputs(
     return X, coords, groups, image
 
 
-def _can_compute_image(adata: AnnData, library_key: str | None) -> bool:
-    """Whether ``st.pp.image_features`` has an image for every spot (raises on libraries missing from uns)."""
+def _libraries_without_image(adata: AnnData, library_key: str | None) -> list[str | None]:
+    """The libraries ``st.pp.image_features`` finds no image for (``[None]``: the object's only one, or no
+    ``uns['spatial']``); raises on libraries missing from ``uns['spatial']`` and on several libraries without a key.
+    """
     from ..get._spatial import image
     from ..pp._image_features import _check_libraries
 
     _, libraries = _check_libraries(adata, library_key, library_id=None, source_image=None)
     library_groups(adata, library_key)  # several libraries without a key: the error says which key to pass
-    try:
-        for lib in libraries or [None]:
+    lacking: list[str | None] = []
+    for lib in libraries or [None]:
+        try:
             image(adata, lib)
-    except (KeyError, ValueError):
-        return False
-    return True
+        except (KeyError, ValueError):
+            lacking.append(lib)
+    return lacking
 
 
 def _compute_image_features(adata: AnnData, image_key: str, library_key: str | None) -> np.ndarray:
