@@ -258,7 +258,8 @@ def train(
     if min_delta is None:
         min_delta = 1e-3 if loss == "mse" else 1e-4
     net.to(device)
-    opt = torch.optim.Adam(net.parameters(), lr=learning_rate, weight_decay=weight_decay)
+    # foreach: one update over all parameters at once (bit-identical to the per-tensor loop, less overhead on CPU)
+    opt = torch.optim.Adam(net.parameters(), lr=learning_rate, weight_decay=weight_decay, foreach=True)
     # multiply the learning rate by lr_decay after a third of `patience` epochs without improvement
     scheduler = (
         torch.optim.lr_scheduler.ReduceLROnPlateau(
