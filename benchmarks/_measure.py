@@ -64,3 +64,24 @@ def predict_on_unchecked_axes(model, adata, *, image_key: str, layer: str, key_a
         model.predict(adata, layer=layer, image_key=image_key, key_added=key_added)
     finally:
         record["projection"] = projection
+
+
+def one_cpu_thread_quiet(verbosity: str = "warning") -> None:
+    """The settings of the single-thread benchmark scripts: torch on one thread, CPU, no progress bars."""
+    import torch
+
+    import stimpute as st
+
+    torch.set_num_threads(1)
+    st.settings.device = "cpu"
+    st.settings.progress_bar = False
+    st.settings.verbosity = verbosity
+
+
+def out_dir_args(description: str, default: str, argv=None):
+    """``--out`` (where results go) parsed for a benchmark script whose docstring is ``description``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=default)
+    return parser.parse_args(argv)

@@ -26,7 +26,6 @@ import os
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-import argparse  # noqa: E402
 import platform  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -130,15 +129,10 @@ def summary(table: pd.DataFrame) -> list[str]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
-    args = parser.parse_args(argv)
-    import torch
+    from _measure import one_cpu_thread_quiet, out_dir_args  # benchmarks/ is on the path when the script runs
 
-    torch.set_num_threads(1)
-    st.settings.device = "cpu"
-    st.settings.progress_bar = False
-    st.settings.verbosity = "warning"
+    args = out_dir_args(__doc__, str(REPO / "benchmarks" / "results"), argv)
+    one_cpu_thread_quiet()
     start = time.perf_counter()
     tables, infos = [], []
     for source, target in PAIRS:
