@@ -216,10 +216,19 @@ def plain_values(obj: Any) -> Any:
     return obj
 
 
-def owns_record(adata: AnnData, key: str, methods: Iterable[str]) -> bool:
-    """Whether ``adata.uns[key]`` was written by a function whose ``params['method']`` is one of ``methods``."""
+def owns_record(
+    adata: AnnData, key: str, *, methods: Iterable[str] | None = None, fields: Iterable[str] = ()
+) -> bool:
+    """Whether ``adata.uns[key]`` is the record of a given stimpute function.
+
+    Imputation and clustering records are recognised by ``params['method']`` (one of ``methods``); the
+    functions without a method (holdout, smoothing, image features) by the ``fields`` their ``params``
+    always hold.
+    """
     params = record_params(adata, key)
-    return params is not None and str(params.get("method")) in set(methods)
+    if params is None or not all(f in params for f in fields):
+        return False
+    return methods is None or str(params.get("method")) in set(methods)
 
 
 def check_output_key(
@@ -240,7 +249,7 @@ def check_output_key(
         msg = f"`key_added={key_added!r}` would overwrite an input of this {writer}; pass another name."
         raise ValueError(msg)
     taken = key_added in adata.uns or (writes_layer and key_added in adata.layers)
-    if taken and not owns_record(adata, key_added, methods):
+    if taken and not owns_record(adata, key_added, methods=methods):
         where = "uns" if key_added in adata.uns else "layers"
         msg = (
             f"`key_added={key_added!r}` would overwrite `adata.{where}[{key_added!r}]`, which no {writer} wrote; "
@@ -257,8 +266,7 @@ def check_own_keys(
     For the functions without a ``params['method']`` (holdout, smoothing, image features): their record is
     recognised by the ``fields`` its ``params`` always hold. Re-running under the same key is fine.
     """
-    params = record_params(adata, key_added)
-    if params is not None and all(f in params for f in fields):
+    if owns_record(adata, key_added, fields=fields):
         return
     taken = [f"uns[{key_added!r}]"] if key_added in adata.uns else []
     taken += [f"layers[{k!r}]" for k in layers if k in adata.layers]
