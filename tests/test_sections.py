@@ -302,3 +302,48 @@ def test_small_section_warns(caplog):
     with caplog.at_level("WARNING"):
         st.pp.spatial_smooth(both, library_key="library_id", n_neighbors=8)
     assert "1 section(s) have at most 8 spots (the smallest: 5)" in caplog.text
+
+
+def test_compare_clusters_scores_each_section(tmp_path):
+    from sklearn.metrics import adjusted_rand_score
+
+    both = _two_sections()
+    st.tl.compare_clusters(both, ["X"], method="kmeans", n_clusters=4, labels_key="domain", library_key="library_id")
+    by_lib = both.uns["clusters"]["scores_by_library"]
+    assert by_lib[["library", "layer"]].values.tolist() == [["A", "X"], ["B", "X"]]
+    assert by_lib["n_spots"].tolist() == [150, 120]
+    for lib in ("A", "B"):
+        sub = both.obs[both.obs["library_id"] == lib]
+        want = adjusted_rand_score(sub["domain"].astype(str), sub["clusters_X"].astype(str))
+        got = by_lib.set_index("library").loc[lib, "ari_labels"]
+        assert got == pytest.approx(want)
+    assert both.uns["clusters"]["params"]["library_key"] == "library_id"
+    both.write_h5ad(tmp_path / "both.h5ad")
+    back = ad.read_h5ad(tmp_path / "both.h5ad")
+    assert back.uns["clusters"]["scores_by_library"]["library"].tolist() == ["A", "B"]
+    # a bad key is refused before anything is written
+    with pytest.raises(KeyError, match="not a column"):
+        st.tl.compare_clusters(both, ["X"], method="kmeans", n_clusters=4, library_key="nope", key_added="other")
+    assert "other" not in both.uns and "other_X" not in both.obs
+
+
+def test_plot_of_one_section_titles_that_section_s_scores():
+    from sklearn.metrics import adjusted_rand_score
+
+    both = _two_sections()
+    st.tl.compare_clusters(
+        both, ["X"], method="kmeans", n_clusters=4, labels_key="domain", library_key="library_id", n_repeats=2
+    )
+    a = both[both.obs["library_id"] == "A"]
+    fig = st.pl.compare_clusters(a, library_id="A", return_fig=True)
+    want = both.uns["clusters"]["scores_by_library"].set_index("library").loc["A", "ari_labels"]
+    assert f"ARI {want:.2f}" in fig.axes[0].get_title() and "section A" in fig.axes[0].get_title()
+    # without library_key: the drawn spots' own clusters are scored
+    st.tl.compare_clusters(both, ["X"], method="kmeans", n_clusters=4, labels_key="domain", key_added="plain")
+    a = both[both.obs["library_id"] == "A"]
+    fig = st.pl.compare_clusters(a, key="plain", library_id="A", return_fig=True)
+    sub = a.obs
+    want = adjusted_rand_score(sub["domain"].astype(str), sub["plain_X"].astype(str))
+    assert f"ARI {want:.2f}" in fig.axes[0].get_title() and "150 spots drawn" in fig.axes[0].get_title()
+    pooled = both.uns["plain"]["scores"].loc["X", "ari_labels"]
+    assert f"{pooled:.2f}" != f"{want:.2f}"  # the pooled score would have been another number

@@ -216,9 +216,7 @@ def plain_values(obj: Any) -> Any:
     return obj
 
 
-def owns_record(
-    adata: AnnData, key: str, *, methods: Iterable[str] | None = None, fields: Iterable[str] = ()
-) -> bool:
+def owns_record(adata: AnnData, key: str, *, methods: Iterable[str] | None = None, fields: Iterable[str] = ()) -> bool:
     """Whether ``adata.uns[key]`` is the record of a given stimpute function.
 
     Imputation and clustering records are recognised by ``params['method']`` (one of ``methods``); the

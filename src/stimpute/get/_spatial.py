@@ -395,11 +395,12 @@ def library_column(adata: AnnData) -> str | None:
 
 
 def suggested_library_key(adata: AnnData) -> str | None:
-    """The ``library_key`` to suggest for an object holding several sections (see :func:`library_column`):
-    a column naming at least two libraries, else ``"library_id"`` when that column names several; else ``None``.
+    """The ``library_key`` to suggest for an object holding several sections: the column :func:`library_column`
+    finds (also for one section cut out of a joined object, whose column holds one library), else
+    ``"library_id"`` when that column names several sections; else ``None``.
     """
     column = library_column(adata)
-    if column is not None and adata.obs[column].nunique() > 1:
+    if column is not None:
         return column
     if LIBRARY_COLUMN in adata.obs.columns and adata.obs[LIBRARY_COLUMN].nunique() > 1:
         return LIBRARY_COLUMN

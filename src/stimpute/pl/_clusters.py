@@ -39,6 +39,7 @@ _RECOMPUTE_PARAMS = (
     "n_neighbors",
     "random_state",
     "n_repeats",
+    "library_key",
 )
 
 
@@ -69,6 +70,11 @@ def compare_clusters(
     first (with the parameters stored in ``adata.uns[key]['params']`` if any, else its defaults), which
     writes its usual keys into ``adata``; the layers clustered before under ``key`` are clustered again
     with them (same settings, same results), so their stored clusters and scores are kept.
+
+    Drawing part of the spots that were clustered (one section cut out of an object holding several,
+    ``adata[adata.obs["library_id"] == lib]``), the titles give the scores of the spots drawn: that
+    section's scores when :func:`stimpute.tl.compare_clusters` had ``library_key``, else those of the drawn
+    spots' stored clusters (first seed).
 
     Parameters
     ----------
@@ -145,6 +151,8 @@ def compare_clusters(
             kwargs["n_clusters"] = None
         if kwargs.get("random_state", 0) == -1:
             kwargs["random_state"] = None
+        if kwargs.get("library_key") == "none" or kwargs.get("library_key", "none") not in adata.obs:
+            kwargs.pop("library_key", None)
         # the layers clustered before are clustered again with them (same settings, same results): a plot
         # must not drop earlier results
         earlier = [
@@ -168,6 +176,9 @@ def compare_clusters(
     if labels_key is None and stored_labels != "none" and stored_labels in adata.obs:
         labels_key = stored_labels
     scored_labels = stored_labels != "none" and stored_labels == labels_key
+    note = ""
+    if "n_obs" in params and int(params["n_obs"]) != adata.n_obs:  # some of the spots that were clustered
+        scores, note = _drawn_scores(adata, stored, params, key=key, layers=layers, reference=reference)
 
     # colours: the same cluster id has the same colour in every panel ("0" -> colour 0, ...);
     # each label takes the colour of the reference cluster it matches
@@ -187,7 +198,7 @@ def compare_clusters(
     for a, layer in zip(axes, layers, strict=False):
         col = clusters[layer]
         draw_spots(a, canvas, colors=[palette[colour_of[c]] for c in col.to_numpy()])
-        a.set_title(_title(layer, scores, reference, labels_key if scored_labels else None))
+        a.set_title(_title(layer, scores, reference, labels_key if scored_labels else None, note))
         _legend(a, [(c, palette[colour_of[c]]) for c in names if (col == c).any()])
     if labels_key is not None:
         a = axes[-1]
@@ -207,13 +218,47 @@ def compare_clusters(
     return finish(fig, axes, show=show, return_fig=return_fig, created=created)
 
 
-def _title(layer: str, scores: pd.DataFrame, reference: str, labels_key: str | None) -> str:
+def _drawn_scores(
+    adata: AnnData, stored: Mapping, params: Mapping, *, key: str, layers: list[str], reference: str
+) -> tuple[pd.DataFrame, str]:
+    """Scores of the spots drawn, when they are part of the spots clustered (one section cut out of several).
+
+    The section's own scores of ``tl.compare_clusters(..., library_key=)`` when every drawn spot is of one
+    section; else the scores of the drawn spots' stored clusters (the first seed), computed here.
+    """
+    from ..tl._clusters import agreement
+
+    library_key = str(params.get("library_key", "none"))
+    by_library = stored.get("scores_by_library")
+    if library_key in adata.obs and isinstance(by_library, pd.DataFrame):
+        libs = adata.obs[library_key].astype(str).unique()
+        if len(libs) == 1:
+            rows = by_library[by_library["library"].astype(str) == libs[0]].set_index("layer")
+            if set(layers) <= set(rows.index):
+                return rows, f", section {libs[0]}"
+    labels_key = str(params.get("labels_key", "none"))
+    labels = known = None
+    if labels_key in adata.obs:
+        known = adata.obs[labels_key].notna().to_numpy()
+        labels = adata.obs[labels_key].astype(str).to_numpy().astype(object)
+    ref_col = f"{key}_{reference}"
+    ref = adata.obs[ref_col].astype(str).to_numpy() if ref_col in adata.obs else None
+    rows = {}
+    for layer in layers:
+        pred = adata.obs[f"{key}_{layer}"].astype(str).to_numpy()
+        rows[layer] = agreement(pred if ref is None else ref, pred, labels, known)
+    return pd.DataFrame.from_dict(rows, orient="index"), f", {adata.n_obs:,} spots drawn"
+
+
+def _title(layer: str, scores: pd.DataFrame, reference: str, labels_key: str | None, note: str = "") -> str:
     row = scores.loc[layer]
 
     def ari(col: str) -> str:
         # with n_repeats > 1 the score is a mean over clustering seeds (the map shows the first seed)
         sd = row.get(f"{col}_sd", np.nan)
-        return f"ARI {row[col]:.2f}" + (f" ± {sd:.2f} (mean)" if np.isfinite(sd) else "")
+        return f"ARI {row[col]:.2f}" + (
+            f" ± {sd:.2f} (mean{note})" if np.isfinite(sd) else (f" ({note[2:]})" if note else "")
+        )
 
     if labels_key is not None and np.isfinite(row["ari_labels"]):
         return f"{layer}\n{ari('ari_labels')} vs {labels_key}"

@@ -46,6 +46,7 @@ def compare_clusters(
     n_clusters: int | None = None,
     resolution: float = 1.0,
     labels_key: str | None = None,
+    library_key: str | None = None,
     reference: str | None = None,
     n_top_genes: int = 2000,
     n_pcs: int = 30,
@@ -89,6 +90,10 @@ def compare_clusters(
     labels_key
         Column of ``adata.obs`` with known domains (for example manual layer annotations). Every layer
         is also scored against it; spots with a missing label are left out of those scores.
+    library_key
+        Column of ``adata.obs`` naming each spot's section, for an object that holds several: the
+        clustering stays one over all spots (a domain gets one id in every section), and the agreement
+        scores are also computed for each section's spots (``uns[key_added]['scores_by_library']``).
     reference
         The layer whose cluster ids the others are aligned to and scored against; ``None`` takes the
         first of ``layers``.
@@ -129,9 +134,12 @@ def compare_clusters(
     ``adata.uns['{key_added}']['repeats']``
         One row per layer and repeat (columns ``layer``, ``seed``, the four agreement scores,
         ``n_clusters`` and ``resolution``): the spread behind the means, e.g. the lowest and highest ARI.
+    ``adata.uns['{key_added}']['scores_by_library']``
+        With ``library_key``: one row per section and layer (columns ``library``, ``layer``,
+        ``n_spots``, the four agreement scores as means over the repeats and their ``*_sd``).
     ``adata.uns['{key_added}']['params']``
-        The parameters (``layers``, ``reference``, ``labels_key`` (``"none"`` when absent),
-        ``n_clusters`` (-1 when absent), ...).
+        The parameters (``layers``, ``reference``, ``labels_key`` and ``library_key`` (``"none"`` when
+        absent), ``n_clusters`` (-1 when absent), ``n_obs`` (the number of spots clustered), ...).
 
     Examples
     --------
@@ -169,6 +177,12 @@ def compare_clusters(
         if adata.obs[labels_key].notna().sum() < 2:
             msg = f"`adata.obs[{labels_key!r}]` has fewer than two non-missing labels; nothing to score against."
             raise ValueError(msg)
+    groups = None
+    if library_key is not None:
+        from ..get._spatial import library_groups, library_names
+
+        groups = library_groups(adata, library_key)
+        libraries = library_names(adata, library_key)
     if reference is None:
         reference = layers[0]
     elif reference not in layers:
@@ -224,6 +238,7 @@ def compare_clusters(
             random_state=seed,
             truth=truth,
             has_label=has_label,
+            groups=groups,
         )
         for seed in tqdm(
             seeds,
@@ -232,9 +247,9 @@ def compare_clusters(
             disable=n_repeats == 1 or not settings.progress_bar,
         )
     ]
-    aligned, first_rows = runs[0]  # obs, n_clusters and resolution come from the first repeat
+    aligned, first_rows, _ = runs[0]  # obs, n_clusters and resolution come from the first repeat
     scores = pd.DataFrame.from_dict(first_rows, orient="index")[list(SCORE_COLUMNS)]
-    stacked = pd.concat([pd.DataFrame.from_dict(rows, orient="index") for _, rows in runs])
+    stacked = pd.concat([pd.DataFrame.from_dict(rows, orient="index") for _, rows, _ in runs])
     repeats = stacked.rename_axis("layer").reset_index()
     repeats.insert(1, "seed", np.repeat(np.asarray(seeds, dtype=np.int64), len(layers)))
     repeats["n_clusters"] = repeats["n_clusters"].astype(np.int64)
@@ -245,6 +260,16 @@ def compare_clusters(
         scores[f"{col}_sd"] = by_layer.std(ddof=1).reindex(scores.index) if n_repeats > 1 else float("nan")
     scores["n_clusters"] = scores["n_clusters"].astype(np.int64)
     scores.index.name = "layer"
+    by_library = None
+    if groups is not None:
+        per = pd.DataFrame([row for _, _, lib_rows in runs for row in lib_rows])
+        per["library"] = [libraries[c] for c in per["library"]]
+        grouped = per.groupby(["library", "layer"], sort=False)
+        by_library = grouped[["n_spots", *AGREEMENT]].mean()
+        for col in AGREEMENT:
+            by_library[f"{col}_sd"] = grouped[col].std(ddof=1) if n_repeats > 1 else float("nan")
+        by_library = by_library.reset_index()
+        by_library["n_spots"] = by_library["n_spots"].astype(np.int64)
 
     for layer in previous:  # columns of an earlier call under this key that this call does not rewrite
         if layer not in layers and f"{key_added}_{layer}" in adata.obs:
@@ -266,10 +291,14 @@ def compare_clusters(
             "n_neighbors": int(n_neighbors),
             "random_state": -1 if random_state is None else int(random_state),
             "n_repeats": int(n_repeats),
+            "library_key": "none" if library_key is None else library_key,
+            "n_obs": int(adata.n_obs),
         },
         "scores": scores,
         "repeats": repeats,
     }
+    if by_library is not None:
+        adata.uns[key_added]["scores_by_library"] = by_library
     logg.info(
         f"    finished: added {[f'{key_added}_{layer}' for layer in layers]} to `adata.obs` "
         f"and `adata.uns[{key_added!r}]`",
@@ -334,8 +363,11 @@ def _cluster_and_score(
     random_state: int | None,
     truth: np.ndarray | None,
     has_label: np.ndarray | None,
-) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
-    """Cluster every layer with one seed; align the ids to the reference layer and score them."""
+    groups: np.ndarray | None = None,
+) -> tuple[dict[str, np.ndarray], dict[str, dict], list[dict]]:
+    """Cluster every layer with one seed; align the ids to the reference layer and score them (also per section
+    of ``groups``: rows with ``library`` (the section's code), ``layer``, ``n_spots`` and the agreement scores).
+    """
     labels_of: dict[str, np.ndarray] = {}
     resolution_of: dict[str, float] = {}
     for layer in layers:
@@ -355,22 +387,48 @@ def _cluster_and_score(
         logg.debug(f"    {layer}: {np.unique(labels_of[layer]).size} clusters (seed {random_state})")
     ref = _by_size(labels_of[reference])
     aligned = {layer: ref if layer == reference else _align(labels_of[layer], ref) for layer in layers}
+    labels = None  # the labels of every spot (None where missing), for the agreement scores
+    if truth is not None:
+        labels = np.empty(has_label.size, dtype=object)
+        labels[has_label] = truth
     rows = {}
     for layer in layers:
         pred = aligned[layer]
-        row = {
-            "ari_reference": _ari(ref, pred),
-            "nmi_reference": _nmi(ref, pred),
-            "ari_labels": float("nan"),
-            "nmi_labels": float("nan"),
+        rows[layer] = {
+            **agreement(ref, pred, labels, has_label),
             "n_clusters": int(np.unique(pred).size),
             "resolution": resolution_of[layer],
         }
-        if truth is not None:
-            row["ari_labels"] = _ari(truth, pred[has_label])
-            row["nmi_labels"] = _nmi(truth, pred[has_label])
-        rows[layer] = row
-    return aligned, rows
+    lib_rows = []
+    if groups is not None:
+        for code in np.unique(groups):
+            m = groups == code
+            for layer in layers:
+                row = {"library": int(code), "layer": layer, "n_spots": int(m.sum())}
+                row.update(
+                    agreement(
+                        ref[m],
+                        aligned[layer][m],
+                        None if labels is None else labels[m],
+                        None if labels is None else has_label[m],
+                    )
+                )
+                lib_rows.append(row)
+    return aligned, rows, lib_rows
+
+
+def agreement(
+    ref: np.ndarray, pred: np.ndarray, labels: np.ndarray | None, known: np.ndarray | None
+) -> dict[str, float]:
+    """ARI and NMI of ``pred`` against the reference clusters ``ref`` and against ``labels`` where ``known``
+    (NaN without labels, or with fewer than two known).
+    """
+    out = {"ari_reference": _ari(ref, pred), "nmi_reference": _nmi(ref, pred)}
+    out["ari_labels"] = out["nmi_labels"] = float("nan")
+    if labels is not None and int(known.sum()) >= 2:
+        out["ari_labels"] = _ari(labels[known].astype(str), pred[known])
+        out["nmi_labels"] = _nmi(labels[known].astype(str), pred[known])
+    return out
 
 
 def _pca(M, *, n_top_genes: int, n_pcs: int, random_state: int | None, where: str = "a layer") -> np.ndarray:

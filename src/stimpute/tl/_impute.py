@@ -479,8 +479,13 @@ def impute(
             },
         )
         logg.info(
-            f"    finished: best epoch {record['best_epoch']} of {len(history['epoch'])}; added "
-            f"`adata.layers[{key_added!r}]` and `adata.uns[{key_added!r}]`",
+            f"    finished: kept epoch {record['best_epoch']} of {len(history['epoch'])} (lowest validation loss"
+            + (
+                f"; stopped: no relative improvement above min_delta for {opts['patience']} epochs"
+                if record["stopped_early"]
+                else ""
+            )
+            + f"); added `adata.layers[{key_added!r}]` and `adata.uns[{key_added!r}]`",
             time_start=start,
         )
         if return_model and copy:
