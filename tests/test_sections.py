@@ -347,3 +347,55 @@ def test_plot_of_one_section_titles_that_section_s_scores():
     assert f"ARI {want:.2f}" in fig.axes[0].get_title() and "150 spots drawn" in fig.axes[0].get_title()
     pooled = both.uns["plain"]["scores"].loc["X", "ari_labels"]
     assert f"{pooled:.2f}" != f"{want:.2f}"  # the pooled score would have been another number
+
+
+def test_a_section_cut_out_of_a_joined_object_needs_no_key():
+    both = _two_sections()
+    cut = both[both.obs["library_id"] == "A"].copy()  # uns still holds both libraries
+    assert set(cut.uns["spatial"]) == {"A", "B"}
+    st.pp.spatial_smooth(cut)
+    assert cut.uns["X_smoothed"]["params"]["library_key"] == "none"
+    alone = _alone(both, "A")
+    st.pp.spatial_smooth(alone)
+    assert abs(cut.layers["X_smoothed"] - alone.layers["X_smoothed"]).max() == 0
+    st.tl.impute(cut, "knn")
+
+
+def test_plot_of_part_of_a_section_scores_the_spots_drawn():
+    from sklearn.metrics import adjusted_rand_score
+
+    both = _two_sections()
+    st.tl.compare_clusters(both, ["X"], method="kmeans", n_clusters=4, labels_key="domain", library_key="library_id")
+    part = both[(both.obs["library_id"] == "A") & (both.obs["domain"].astype(str) != "D0")]
+    fig = st.pl.compare_clusters(part, library_id="A", return_fig=True)
+    title = fig.axes[0].get_title()
+    want = adjusted_rand_score(part.obs["domain"].astype(str), part.obs["clusters_X"].astype(str))
+    assert f"ARI {want:.2f} ({part.n_obs:,} spots drawn)" in title and "section" not in title
+
+
+def test_library_key_not_naming_the_libraries_warns(caplog):
+    both = _two_sections()
+    with caplog.at_level("WARNING"):
+        st.pp.spatial_smooth(both, library_key="domain")
+    assert "not libraries of `adata.uns['spatial']`" in caplog.text
+
+
+def test_libraries_at_different_resolutions_warn(caplog):
+    both = _two_sections()
+    del both.uns["spatial"]["B"]["images"]["hires"]  # B is tiled from its lowres image, A from hires
+    with caplog.at_level("WARNING"):
+        st.pp.image_features(both, library_key="library_id", n_comps=4)
+    assert "very different resolutions" in caplog.text
+    assert "of library 'B'" in caplog.text  # the small-tile warning names the library ...
+    assert "source_image_path" in caplog.text  # ... and suggests what library_key allows
+
+
+def test_records_always_hold_library_key():
+    a = _section(0, "A")
+    st.pp.holdout(a)
+    st.pp.spatial_smooth(a, "holdout_train")
+    st.pp.image_features(a, n_comps=4)
+    st.tl.impute(a, "knn", layer="holdout_train")
+    st.tl.compare_clusters(a, ["X"], method="kmeans", n_clusters=3)
+    for key in ("holdout_train_smoothed", "X_image", "imputed_knn", "clusters"):
+        assert a.uns[key]["params"]["library_key"] == "none", key

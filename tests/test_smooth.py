@@ -37,6 +37,7 @@ def test_matches_brute_force_and_keeps_format(synthetic, as_sparse):
         "n_neighbors": 4,
         "spatial_key": "spatial",
         "holdout_id": "none",  # not derived from a holdout's training layer
+        "library_key": "none",  # one section
     }
 
 

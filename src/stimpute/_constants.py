@@ -20,3 +20,4 @@ CLUSTERS_KEY = "clusters"
 IMPUTED_PREFIX = "imputed_"
 MAX_SEED = 2**32 - 1  # the largest seed numpy, torch and scikit-learn all accept
 NETWORK_METHODS = ("multimodal", "autoencoder", "positional", "image")  # st.tl.impute methods with a trained model
+LIBRARY_COLUMN = "library_id"  # the obs column naming each spot's section (anndata.concat(label=...), squidpy)

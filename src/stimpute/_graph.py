@@ -1,7 +1,7 @@
 """The one spatial k-nearest-neighbour graph builder (numpy/scipy/sklearn only).
 
 Used by the ``"knn"`` imputation, the networks' neighbour features and :func:`stimpute.pp.spatial_smooth`.
-The graph is a sparse CSR matrix with ``n_obs * k`` stored entries: nothing builds a dense spots x spots
+The graph is a sparse CSR matrix with at most ``n_obs * (k + 1)`` stored entries: nothing builds a dense spots x spots
 matrix.
 """
 
@@ -12,7 +12,7 @@ from scipy import sparse
 
 from . import _logging as logg
 
-__all__ = ["spatial_graph"]
+__all__ = ["spatial_graph", "warn_small_sections"]
 
 
 def spatial_graph(
@@ -43,7 +43,10 @@ def spatial_graph(
 
     Returns
     -------
-    CSR matrix ``(n_obs, n_obs)`` whose row ``i`` averages spot ``i``'s neighbours (rows sum to 1).
+    CSR matrix ``(n_obs, n_obs)`` whose row ``i`` averages spot ``i``'s neighbours (rows sum to 1; a row is
+    empty only when no other spot is a source and ``include_self`` is False). Every row has ``n_neighbors``
+    neighbours when there are enough sources; with fewer, a source has one neighbour fewer than a spot that
+    is not one.
     Spots tied in distance with the k-th neighbour (exact lattices, e.g. array coordinates) are chosen
     by scikit-learn's tree search: the same input gives the same graph, but which tied spot is kept
     depends on the spot order, not on a documented rule.
@@ -93,12 +96,6 @@ def _grouped(
     groups = np.asarray(groups)
     n = coords.shape[0]
     sources = None if sources is None else np.asarray(sources, dtype=bool)
-    sizes = np.unique(groups, return_counts=True)[1]
-    if (sizes <= n_neighbors).any():
-        logg.warning(
-            f"{int((sizes <= n_neighbors).sum())} section(s) have at most {n_neighbors} spots (the smallest: "
-            f"{int(sizes.min())}); each of their spots has fewer than {n_neighbors} neighbours, all its section's spots."
-        )
     rows, cols, data = [], [], []
     for g in np.unique(groups):
         members = np.flatnonzero(groups == g)
@@ -116,3 +113,16 @@ def _grouped(
     )
     graph.sort_indices()
     return graph
+
+
+def warn_small_sections(groups: np.ndarray | None, n_neighbors: int) -> None:
+    """Warn when a section has too few spots for ``n_neighbors`` neighbours (they then average over all of them)."""
+    if groups is None:
+        return
+    sizes = np.unique(groups, return_counts=True)[1]
+    small = sizes <= n_neighbors
+    if small.any():
+        logg.warning(
+            f"{int(small.sum())} section(s) have at most {n_neighbors} spots (the smallest: {int(sizes.min())}); "
+            f"their spots have fewer than `n_neighbors={n_neighbors}` neighbours: all the other spots of their section."
+        )

@@ -223,6 +223,10 @@ def owns_record(adata: AnnData, key: str, *, methods: Iterable[str] | None = Non
     functions without a method (holdout, smoothing, image features) by the ``fields`` their ``params``
     always hold.
     """
+    fields = tuple(fields)
+    if methods is None and not fields:
+        msg = "owns_record needs `methods` or `fields` to recognise a record."
+        raise ValueError(msg)
     params = record_params(adata, key)
     if params is None or not all(f in params for f in fields):
         return False

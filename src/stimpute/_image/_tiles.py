@@ -146,10 +146,15 @@ def prepare_tiles(
         raise
     spec = TileSpec(source, coords, names, diameter, float(tile_scale), lib)
     if spec.side < MIN_USEFUL_SIDE:
+        fix = (
+            f"Record the full-resolution H&E file in `adata.uns['spatial'][{lib!r}]['metadata']['source_image_path']`"
+            if per_library
+            else "Pass `source_image=` with the full-resolution H&E"
+        )
         logg.warning(
-            f"Tiles are only {spec.side} px wide in image {source.name!r} (spot diameter {diameter * source.scale:.1f} px "
-            f"x tile_scale {tile_scale}); colour features are usable but texture is not. Pass `source_image=` with "
-            "the full-resolution H&E (or a larger `tile_scale`) for real tissue detail."
+            f"Tiles are only {spec.side} px wide in image {source.name!r} of library {lib!r} (spot diameter "
+            f"{diameter * source.scale:.1f} px x tile_scale {tile_scale}); colour features are usable but texture is "
+            f"not. {fix} (or use a larger `tile_scale`) for real tissue detail."
         )
     return spec
 

@@ -110,9 +110,9 @@ class ImputationModel:
         layer: str | None = None,
         key_added: str | None = None,
         image_key: str | None = None,
+        library_key: str | None = None,
         keep_observed: bool | None = None,
         output: str | None = None,
-        library_key: str | None = None,
         copy: bool = False,
     ) -> AnnData | None:
         """Impute ``adata`` with the trained network (no training).
@@ -132,15 +132,17 @@ class ImputationModel:
             ``st.pp.image_features(adata, reference=model)``. Features made by
             :func:`stimpute.pp.image_features` on other axes (its PCA fitted to this section) are
             refused with a :class:`ValueError`.
+        library_key
+            Column of ``adata.obs`` naming each spot's section when ``adata`` holds several: neighbours are
+            searched within a section and positions are normalised per section, as in training. Required when
+            the model reads positions or neighbours and ``adata`` holds several sections (see
+            :func:`stimpute.tl.impute`).
         keep_observed
             Keep the observed non-zero values (rescaled to the reference depth for ``"normalized"``);
             ``None``: ``True`` except for ``output="normalized"``.
         output
             ``"conditional"``, ``"normalized"`` or ``"expected"`` (see :func:`stimpute.tl.impute`); default: as
             in training.
-        library_key
-            Column of ``adata.obs`` naming each spot's section when ``adata`` holds several; neighbours are
-            searched within a section (see :func:`stimpute.tl.impute`).
         copy
             Return a modified copy instead of writing to ``adata``.
 
@@ -172,7 +174,7 @@ class ImputationModel:
         uses_image = "image" in self.config["modalities"]
         has_axes = self.config.get("image_features") is not None
         # the image_features call suggested in messages names the object's library column when it holds several
-        hint_key = library_key if library_key is not None else suggested_library_key(adata)
+        hint_key = library_key if library_key is not None or not uses_image else suggested_library_key(adata)
         X, coords, groups, image = _check_inputs(
             adata,
             self.method,
@@ -226,9 +228,7 @@ class ImputationModel:
                 "output": output,
             }
         )
-        params.pop("library_key", None)  # the training object's; this one's below
-        if library_key is not None:
-            params["library_key"] = library_key
+        params["library_key"] = "none" if library_key is None else library_key  # this object's, not training's
         _write_result(
             adata,
             key_added,

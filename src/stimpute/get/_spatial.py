@@ -24,10 +24,9 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._constants import IMAGE_KEYS, SCALEF, SPATIAL_KEY, SPOT_DIAMETER
+from .. import _logging as logg
+from .._constants import IMAGE_KEYS, LIBRARY_COLUMN, SCALEF, SPATIAL_KEY, SPOT_DIAMETER
 from .._validate import check_adata
-
-LIBRARY_COLUMN = "library_id"  # the obs column anndata.concat(label=...) and squidpy use for the section
 
 __all__ = [
     "image",
@@ -76,11 +75,13 @@ def library_id(adata: AnnData, library_id: str | None = None) -> str:
     spatial = _spatial_uns(adata)
     if library_id is None:
         if len(spatial) > 1:
+            column = suggested_library_key(adata) or LIBRARY_COLUMN
             msg = (
                 f"`adata.uns['spatial']` holds several libraries {list(spatial)}; pass `library_id=` to pick one. For "
-                "an object holding several sections, `st.pp.image_features`, `st.pp.spatial_smooth` and "
-                "`st.tl.impute` take `library_key=` (the obs column naming each spot's library, e.g. 'library_id'); "
-                "plots draw one section: `adata[adata.obs['library_id'] == lib]` with `library_id=lib`."
+                "an object holding several sections, `st.pp.image_features`, `st.pp.spatial_smooth`, `st.tl.impute`, "
+                "`model.predict` and `st.tl.compare_clusters` take `library_key=` (the obs column naming each spot's "
+                f"library, here {column!r}); plots draw one section: `adata[adata.obs[{column!r}] == lib]` with "
+                "`library_id=lib`."
             )
             raise ValueError(msg)
         return next(iter(spatial))
@@ -332,14 +333,20 @@ def library_groups(adata: AnnData, library_key: str | None) -> np.ndarray | None
 
     Code ``i`` is the ``i``-th of the sorted library names (:func:`library_names`).
 
-    ``None`` when the object holds one section (``library_key=None``). With ``library_key=None`` and several
-    libraries in ``adata.uns['spatial']`` this raises: coordinates of different sections share one pixel
-    frame, so a nearest-neighbour search over all spots would mix sections silently.
+    ``None`` when the object holds one section (``library_key=None``). With ``library_key=None`` this raises
+    when ``adata.uns['spatial']`` holds several libraries (unless an obs column says every spot is of one of
+    them: one section cut out of a joined object) or ``obs['library_id']`` names several: coordinates of
+    different sections share one pixel frame, so a nearest-neighbour search over all spots would mix
+    sections silently. A key whose values are not the libraries of ``uns['spatial']`` gives a warning.
     """
     if library_key is None:
         spatial = adata.uns.get(SPATIAL_KEY)
         several_uns = isinstance(spatial, Mapping) and len(spatial) > 1
         several_obs = LIBRARY_COLUMN in adata.obs.columns and adata.obs[LIBRARY_COLUMN].nunique() > 1
+        if several_uns and not several_obs:
+            column = library_column(adata)
+            if column is not None and adata.obs[column].nunique() == 1:
+                return None  # one section cut out of a joined object (uns keeps every library)
         if several_uns or several_obs:
             column = suggested_library_key(adata)
             hint = (
@@ -370,8 +377,52 @@ def library_groups(adata: AnnData, library_key: str | None) -> np.ndarray | None
             "library (section)."
         )
         raise ValueError(msg)
-    codes, _ = pd.factorize(values.astype(str), sort=True)
+    codes, names = pd.factorize(values.astype(str), sort=True)
+    spatial = adata.uns.get(SPATIAL_KEY)
+    if isinstance(spatial, Mapping) and len(spatial) > 1 and not set(names) <= set(map(str, spatial)):
+        logg.warning(
+            f"`adata.obs[{library_key!r}]` holds values that are not libraries of `adata.uns['spatial']` "
+            f"{sorted(map(str, spatial))}, e.g. {[n for n in names if n not in set(map(str, spatial))][:3]}; is "
+            "`library_key` the column naming each spot's section?"
+        )
     return codes.astype(np.int64)
+
+
+def uns_libraries(adata: AnnData, library_key: str | None) -> tuple[np.ndarray | None, list[str]]:
+    """Each spot's library code and the library names (in code order), every one a library of
+    ``adata.uns['spatial']`` (a :class:`KeyError` names those missing); ``(None, [])`` without a key, after
+    :func:`library_groups`' check that the object holds one section.
+    """
+    groups = library_groups(adata, library_key)
+    if library_key is None:
+        return None, []
+    libraries = library_names(adata, library_key)
+    spatial = adata.uns.get(SPATIAL_KEY)
+    known = set(map(str, spatial)) if isinstance(spatial, Mapping) else set()
+    missing = [lib for lib in libraries if lib not in known]
+    if missing:
+        msg = (
+            f"`adata.obs[{library_key!r}]` names libraries {missing} that are not in `adata.uns['spatial']` "
+            f"(it holds {sorted(known)}); each spot's library must have its image and scale factors there."
+        )
+        raise KeyError(msg)
+    return groups, libraries
+
+
+def has_image(adata: AnnData, library_id: str | None = None) -> bool:
+    """Whether a library has an image to cut tiles from: a stored one, or an existing recorded full-resolution file."""
+    import os
+
+    try:
+        image(adata, library_id)
+        return True
+    except (KeyError, ValueError):
+        pass
+    try:
+        path = source_image_path(adata, library_id)
+    except (KeyError, ValueError):
+        return False
+    return path is not None and os.path.isfile(path)
 
 
 def library_column(adata: AnnData) -> str | None:

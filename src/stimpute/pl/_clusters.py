@@ -234,8 +234,9 @@ def _drawn_scores(
         libs = adata.obs[library_key].astype(str).unique()
         if len(libs) == 1:
             rows = by_library[by_library["library"].astype(str) == libs[0]].set_index("layer")
-            if set(layers) <= set(rows.index):
-                return rows, f", section {libs[0]}"
+            # the whole section only: a part of it (e.g. one domain) is scored below
+            if set(layers) <= set(rows.index) and (rows["n_spots"] == adata.n_obs).all():
+                return rows, f"section {libs[0]}"
     labels_key = str(params.get("labels_key", "none"))
     labels = known = None
     if labels_key in adata.obs:
@@ -247,7 +248,7 @@ def _drawn_scores(
     for layer in layers:
         pred = adata.obs[f"{key}_{layer}"].astype(str).to_numpy()
         rows[layer] = agreement(pred if ref is None else ref, pred, labels, known)
-    return pd.DataFrame.from_dict(rows, orient="index"), f", {adata.n_obs:,} spots drawn"
+    return pd.DataFrame.from_dict(rows, orient="index"), f"{adata.n_obs:,} spots drawn"
 
 
 def _title(layer: str, scores: pd.DataFrame, reference: str, labels_key: str | None, note: str = "") -> str:
@@ -256,9 +257,9 @@ def _title(layer: str, scores: pd.DataFrame, reference: str, labels_key: str | N
     def ari(col: str) -> str:
         # with n_repeats > 1 the score is a mean over clustering seeds (the map shows the first seed)
         sd = row.get(f"{col}_sd", np.nan)
-        return f"ARI {row[col]:.2f}" + (
-            f" ± {sd:.2f} (mean{note})" if np.isfinite(sd) else (f" ({note[2:]})" if note else "")
-        )
+        if np.isfinite(sd):
+            return f"ARI {row[col]:.2f} ± {sd:.2f} (mean" + (f", {note})" if note else ")")
+        return f"ARI {row[col]:.2f}" + (f" ({note})" if note else "")
 
     if labels_key is not None and np.isfinite(row["ari_labels"]):
         return f"{layer}\n{ari('ari_labels')} vs {labels_key}"

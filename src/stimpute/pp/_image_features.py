@@ -11,13 +11,19 @@ import numpy as np
 from anndata import AnnData
 
 from .. import _logging as logg
-from .._constants import CNN_INPUT_SIDE, HANDCRAFTED_INPUT_SIDE, IMAGE_FEATURES_KEY, IMAGE_N_COMPS, SPATIAL_KEY
+from .._constants import CNN_INPUT_SIDE, HANDCRAFTED_INPUT_SIDE, IMAGE_FEATURES_KEY, IMAGE_N_COMPS
 from .._image._projection import PROJECTION_KEY, apply_projection, fit_projection, variance_ratio
-from .._image._reference import check_reference_settings, checkpoint_sha256, reference_record, warn_resolution
+from .._image._reference import (
+    RESOLUTION_FACTOR,
+    check_reference_settings,
+    checkpoint_sha256,
+    reference_record,
+    warn_resolution,
+)
 from .._image._tiles import check_tile_scale
 from .._settings import check_device_name, settings
 from .._validate import check_adata, check_key_string, check_own_keys, check_positive_int, check_seed
-from ..get._spatial import library_groups, library_names, other_sections_possible
+from ..get._spatial import other_sections_possible, uns_libraries
 
 if TYPE_CHECKING:
     from .._model._io import ImputationModel
@@ -152,7 +158,7 @@ def image_features(
         ``tile_size`` (encoder input side), ``n_features`` (before PCA), ``n_comps``,
         ``explained_variance_ratio`` (empty without PCA; with ``reference``, the share of this
         section's standardised variance on each reference axis), ``random_state`` (-1 for None),
-        ``projection`` (``"fitted"`` or ``"reference"``) and, with ``library_key``, ``library_key``;
+        ``projection`` (``"fitted"`` or ``"reference"``) and ``library_key`` (``"none"`` when absent);
         over several libraries ``library_id`` and ``image`` join the libraries' values, and ``scale``
         and ``tile_size_source_px`` are their medians.
     ``adata.uns['X_image' | key_added]['libraries']``
@@ -271,20 +277,19 @@ def image_features(
             model = load_encoder(encoder, weights, random_state=random_state).to(torch_device)
         features = np.empty((adata.n_obs, 0))
         per_library = {}
-        for (members, _), spec in zip(sections, specs, strict=True):
+        if encoder == HANDCRAFTED:
+            from .._image._handcrafted import handcrafted_features
+
+        def encode(tiles: np.ndarray, spec) -> np.ndarray:
             if encoder == HANDCRAFTED:
-                from .._image._handcrafted import handcrafted_features
+                # read when the first tiles arrive: iter_tiles may first reduce a JPEG's decoding scale
+                return handcrafted_features(tiles, spot_fraction=spec.spot_fraction)
+            return encode_tiles(model, tiles, torch_device)
 
-                def encode(tiles: np.ndarray, spec=spec) -> np.ndarray:
-                    # read when the first tiles arrive: iter_tiles may first reduce a JPEG's decoding scale
-                    return handcrafted_features(tiles, spot_fraction=spec.spot_fraction)
-            else:
-
-                def encode(tiles: np.ndarray) -> np.ndarray:
-                    return encode_tiles(model, tiles, torch_device)
-
+        for (members, _), spec in zip(sections, specs, strict=True):
             chunks = [
-                encode(tiles) for _, tiles in iter_tiles(spec, input_side, batch_size=batch_size, progress=progress)
+                encode(tiles, spec)
+                for _, tiles in iter_tiles(spec, input_side, batch_size=batch_size, progress=progress)
             ]
             part = np.concatenate(chunks, axis=0).astype(np.float64)
             if members is None:
@@ -323,6 +328,13 @@ def image_features(
         reduced = apply_projection(features, projection)
         ratio = variance_ratio(features, projection, reduced)
 
+    sides = {lib: v["tile_size_source_px"] for lib, v in per_library.items()}
+    if len(sides) > 1 and max(sides.values()) > RESOLUTION_FACTOR * min(sides.values()):
+        logg.warning(
+            f"The libraries' tiles were cut at very different resolutions (tile side in source pixels: {sides}): "
+            "their features are not comparable, and one standardisation and PCA mixes them. Give every library an "
+            "image of similar resolution (`img_key=`, or each library's full-resolution file in its metadata)."
+        )
     summary = _summary(per_library)
     target = adata.copy() if copy else adata
     target.obsm[key_added] = reduced.astype(np.float32)
@@ -346,8 +358,8 @@ def image_features(
         },
         PROJECTION_KEY: {name: np.asarray(v, dtype=np.float64).copy() for name, v in projection.items()},
     }
+    target.uns[key_added]["params"]["library_key"] = "none" if library_key is None else library_key
     if groups is not None:
-        target.uns[key_added]["params"]["library_key"] = library_key
         target.uns[key_added]["libraries"] = per_library
     logg.info(
         f"    added `adata.obsm[{key_added!r}]` ({reduced.shape[1]} components of {features.shape[1]} features; "
@@ -375,18 +387,7 @@ def _check_libraries(
             "(as `st.read_visium` does), or compute the features per section."
         )
         raise ValueError(msg)
-    groups = library_groups(adata, library_key)
-    libraries = library_names(adata, library_key)
-    spatial = adata.uns.get(SPATIAL_KEY)
-    known = set(spatial) if isinstance(spatial, Mapping) else set()
-    missing = [lib for lib in libraries if lib not in known]
-    if missing:
-        msg = (
-            f"`adata.obs[{library_key!r}]` names libraries {missing} that are not in `adata.uns['spatial']` "
-            f"(it holds {sorted(known)}); each spot's library must have its image and scale factors there."
-        )
-        raise KeyError(msg)
-    return groups, libraries
+    return uns_libraries(adata, library_key)
 
 
 def _summary(per_library: dict[str, dict]) -> dict:

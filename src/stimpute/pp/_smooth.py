@@ -8,7 +8,7 @@ from scipy import sparse
 
 from .. import _logging as logg
 from .._constants import SPATIAL_KEY
-from .._graph import spatial_graph
+from .._graph import spatial_graph, warn_small_sections
 from .._lineage import holdout_id_of
 from .._validate import (
     as_csr,
@@ -62,7 +62,9 @@ def spatial_smooth(
     library_key
         Column of ``adata.obs`` naming each spot's section, for an object that holds several sections
         (e.g. ``"library_id"`` after :func:`anndata.concat`): each section is smoothed on its own, exactly
-        as if it were alone. Required when ``adata.uns['spatial']`` holds several libraries.
+        as if it were alone. Required when ``adata.uns['spatial']`` holds several libraries (unless every
+        spot is of one of them: a section cut out of a joined object) or ``obs['library_id']`` names
+        several sections.
     key_added
         Layer (and ``uns`` key) to write; default ``"{layer}_smoothed"``.
     copy
@@ -75,7 +77,7 @@ def spatial_smooth(
     ``adata.layers[key_added]``
         float32 smoothed values; sparse (CSR) when the input is sparse, dense otherwise.
     ``adata.uns[key_added]['params']``
-        ``layer``, ``n_neighbors``, ``spatial_key`` (and ``library_key`` when given).
+        ``layer``, ``n_neighbors``, ``spatial_key``, ``library_key`` (``"none"`` when absent).
 
     Examples
     --------
@@ -106,6 +108,7 @@ def spatial_smooth(
     )
     coords = spatial_coords(adata, key=spatial_key)
     groups = library_groups(adata, library_key)
+    warn_small_sections(groups, n_neighbors)
     M = get_matrix(adata, layer)
     where = "adata.X" if name == "X" else f"adata.layers[{name!r}]"
     check_real_matrix(M, where, purpose="fill or remove them before smoothing")
@@ -142,9 +145,8 @@ def spatial_smooth(
             "n_neighbors": int(n_neighbors),
             "spatial_key": spatial_key,
             "holdout_id": holdout_id_of(adata, layer),
+            "library_key": "none" if library_key is None else library_key,
         }
     }
-    if library_key is not None:
-        adata.uns[key_added]["params"]["library_key"] = library_key
     logg.info(f"    finished: added `adata.layers[{key_added!r}]` and `adata.uns[{key_added!r}]`", time_start=start)
     return adata if copy else None

@@ -26,6 +26,7 @@ from .._validate import (
     check_seed,
     get_matrix,
 )
+from ..get._spatial import library_groups, library_names
 
 __all__ = ["compare_clusters"]
 
@@ -177,10 +178,8 @@ def compare_clusters(
         if adata.obs[labels_key].notna().sum() < 2:
             msg = f"`adata.obs[{labels_key!r}]` has fewer than two non-missing labels; nothing to score against."
             raise ValueError(msg)
-    groups = None
+    groups, libraries = None, []
     if library_key is not None:
-        from ..get._spatial import library_groups, library_names
-
         groups = library_groups(adata, library_key)
         libraries = library_names(adata, library_key)
     if reference is None:

@@ -215,9 +215,13 @@ def impute(
     library_key
         Column of ``adata.obs`` naming each spot's section, for an object that holds several (as
         :func:`anndata.concat` and squidpy's ``library_key`` make them): spatial neighbours are then
-        searched within a spot's own section and positions are normalised per section, while one network
-        is trained on all spots. Required (a :class:`ValueError` says so) when ``adata.uns['spatial']``
-        holds several libraries and the method reads positions or neighbours; ``None``: one section.
+        searched within a spot's own section and positions are normalised per section (each section's
+        bounding box to the unit square: this assumes the sections share an orientation, as adjacent
+        serial sections do; rotated or mirrored sections need aligned coordinates first), while one
+        network is trained on all spots. Required (a :class:`ValueError` says so) when the method reads
+        positions or neighbours and ``adata.uns['spatial']`` holds several libraries (unless every spot is
+        of one of them: a section cut out of a joined object) or ``obs['library_id']`` names several
+        sections; ``None``: one section.
     device
         ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` or ``"auto"``; ``None`` uses ``st.settings.device``.
     max_epochs
@@ -366,6 +370,10 @@ def impute(
         dense_copies=1 + ((2 if opts.get("detection") else 1) if opts.get("spatial_reg", 0.0) > 0 else 0),
     )
     check_output_key(adata, key_added, inputs=["X" if layer is None else layer, image_key], methods=METHODS)
+    if "n_neighbors" in opts and (method == "knn" or opts.get("neighbours") or opts.get("spatial_reg", 0.0) > 0):
+        from .._graph import warn_small_sections
+
+        warn_small_sections(groups, opts["n_neighbors"])
     dev = None
     if method != "knn":  # the device is checked before anything is written (image features, a copy)
         from .._model._device import resolve_device
@@ -393,8 +401,7 @@ def impute(
             "holdout_id": holdout_id_of(adata, layer),
             **{k: _plain(v) for k, v in opts.items()},
         }
-        if library_key is not None:
-            params["library_key"] = library_key
+        params["library_key"] = "none" if library_key is None else library_key
         logg.info(f"imputing {'adata.X' if layer is None else f'adata.layers[{layer!r}]'} with method={method!r}")
 
         if method == "knn":
@@ -760,9 +767,17 @@ def _check_inputs(
             # optional: the depth of spots without counts is then guessed from their nearest spots (in their section)
             try:
                 coords = spatial_coords(adata)
-                groups = library_groups(adata, library_key)
             except (KeyError, ValueError, TypeError):
-                coords, groups = None, None
+                coords = None
+            if coords is not None:
+                try:
+                    groups = library_groups(adata, library_key)
+                except ValueError as err:  # several sections and no key: no neighbours across them
+                    logg.info(
+                        "    positions left unused (a spot without counts gets the mean depth, not its neighbours'): "
+                        f"{err}"
+                    )
+                    coords = None
     image = None
     if "image" in modalities:
         if image_key in adata.obsm:
@@ -832,18 +847,10 @@ def _libraries_without_image(adata: AnnData, library_key: str | None) -> list[st
     """The libraries ``st.pp.image_features`` finds no image for (``[None]``: the object's only one, or no
     ``uns['spatial']``); raises on libraries missing from ``uns['spatial']`` and on several libraries without a key.
     """
-    from ..get._spatial import image
-    from ..pp._image_features import _check_libraries
+    from ..get._spatial import has_image, uns_libraries
 
-    _, libraries = _check_libraries(adata, library_key, library_id=None, source_image=None)
-    library_groups(adata, library_key)  # several libraries without a key: the error says which key to pass
-    lacking: list[str | None] = []
-    for lib in libraries or [None]:
-        try:
-            image(adata, lib)
-        except (KeyError, ValueError):
-            lacking.append(lib)
-    return lacking
+    _, libraries = uns_libraries(adata, library_key)
+    return [lib for lib in libraries or [None] if not has_image(adata, lib)]
 
 
 def _compute_image_features(adata: AnnData, image_key: str, library_key: str | None) -> np.ndarray:
