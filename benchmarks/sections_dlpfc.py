@@ -71,10 +71,12 @@ def alone(both: ad.AnnData, section: str) -> ad.AnnData:
 
 
 def mixed(both: ad.AnnData) -> ad.AnnData:
-    """The joined object with one library left in ``uns['spatial']``: nothing tells the sections apart."""
+    """The joined object with one library left in ``uns['spatial']`` and its obs column renamed: nothing tells the
+    sections apart, so stimpute's refusal to mix them is bypassed on purpose."""
     out = both.copy()
     first = next(iter(out.uns["spatial"]))
     out.uns["spatial"] = {first: out.uns["spatial"][first]}
+    out.obs = out.obs.rename(columns={KEY: "section"})
     return out
 
 
