@@ -359,8 +359,8 @@ def library_groups(adata: AnnData, library_key: str | None) -> np.ndarray | None
             )
             msg = (
                 f"{what}, and spots of different sections must not be neighbours: pass {hint}, so that neighbours "
-                "are searched within each section. (For one section cut out of a bigger object, passing it works "
-                "too; to treat every spot as one section, e.g. in an aligned frame, pass a column with one value.)"
+                "are searched within each section. (To treat every spot as one section, e.g. in an aligned frame, "
+                "pass a column with one value.)"
             )
             raise ValueError(msg)
         return None
