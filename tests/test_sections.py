@@ -399,3 +399,39 @@ def test_records_always_hold_library_key():
     st.tl.compare_clusters(a, ["X"], method="kmeans", n_clusters=3)
     for key in ("holdout_train_smoothed", "X_image", "imputed_knn", "clusters"):
         assert a.uns[key]["params"]["library_key"] == "none", key
+
+
+@pytest.mark.parametrize("strategy", ["entries", "spots", "thinning"])
+def test_evaluate_groupby_scores_each_section_as_alone(strategy, tmp_path):
+    both = _two_sections()
+    st.pp.holdout(both, fraction=0.3, strategy=strategy, random_state=0)
+    st.tl.impute(both, "knn", layer="holdout_train", library_key="library_id")
+    pooled = st.tl.evaluate(both, ["imputed_knn"])
+    grouped = st.tl.evaluate(both, ["imputed_knn"], groupby="library_id")
+    assert grouped.index.names == ["library_id", "layer"]
+    assert list(grouped.index.get_level_values(0).unique()) == ["A", "B"]
+    assert grouped["n_hidden"].xs("imputed_knn", level="layer").sum() == pooled.loc["imputed_knn", "n_hidden"]
+    for lib in ("A", "B"):
+        sub = both[both.obs["library_id"] == lib].copy()
+        alone = st.tl.evaluate(sub, ["imputed_knn"])
+        for row in ("imputed_knn", "baseline: train as is"):
+            np.testing.assert_allclose(
+                grouped.loc[(lib, row)].to_numpy(dtype=float), alone.loc[row].to_numpy(dtype=float), rtol=1e-9
+            )
+    # the pooled table in uns is unchanged by the grouped call; the grouped one is stored next to it
+    assert both.uns["holdout"]["scores"].loc["imputed_knn", "rmse_log1p"] == pooled.loc["imputed_knn", "rmse_log1p"]
+    both.write_h5ad(tmp_path / "both.h5ad")
+    back = ad.read_h5ad(tmp_path / "both.h5ad")
+    assert set(back.uns["holdout"]["scores_by_group"]["library_id"]) == {"A", "B"}
+
+
+def test_evaluate_bad_groupby_writes_nothing():
+    both = _two_sections()
+    st.pp.holdout(both, fraction=0.3, random_state=0)
+    st.tl.impute(both, "knn", layer="holdout_train", library_key="library_id")
+    both.obs["partial"] = both.obs["library_id"].astype(object)
+    both.obs.iloc[0, both.obs.columns.get_loc("partial")] = np.nan
+    for groupby, error in ((3, TypeError), ("nope", KeyError), ("partial", ValueError)):
+        with pytest.raises(error, match="groupby|partial"):
+            st.tl.evaluate(both, ["imputed_knn"], groupby=groupby)
+    assert "scores" not in both.uns["holdout"]

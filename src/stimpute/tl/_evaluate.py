@@ -41,6 +41,7 @@ def evaluate(
     holdout_key: str = "holdout",
     baselines: bool = True,
     min_gene_entries: int = 10,
+    groupby: str | None = None,
 ) -> pd.DataFrame:
     """Score imputed layers on the entries hidden by :func:`stimpute.pp.holdout`.
 
@@ -71,6 +72,9 @@ def evaluate(
         Also score the two baselines.
     min_gene_entries
         Genes with fewer hidden entries are left out of ``median_gene_pearson``.
+    groupby
+        Column of ``adata.obs`` (e.g. ``"library_id"`` for an object holding several sections, or a domain
+        annotation): also score each group's hidden entries on their own, and return that table.
 
     Returns
     -------
@@ -96,6 +100,10 @@ def evaluate(
         Number of scored entries.
 
     The table is also stored (rows merged with earlier calls) in ``adata.uns[holdout_key]['scores']``.
+    With ``groupby``, the returned table holds the scores of each group's hidden entries instead, indexed
+    by (group, layer), and is stored (replacing an earlier one) in
+    ``adata.uns[holdout_key]['scores_by_group']`` with the group in a column named ``groupby``; the
+    baselines are the same as in the pooled table (the training layer, and gene means over all spots).
 
     Examples
     --------
@@ -132,6 +140,19 @@ def evaluate(
             msg = f"`adata.layers[{layer!r}]` has shape {get_matrix(adata, layer).shape}, expected {adata.shape}."
             raise ValueError(msg)
 
+    group_codes, group_names = None, []
+    if groupby is not None:
+        if not isinstance(groupby, str):
+            msg = f"`groupby` must be a column name of `adata.obs`, got {type(groupby).__name__}."
+            raise TypeError(msg)
+        if groupby not in adata.obs.columns:
+            msg = f"`groupby={groupby!r}` is not a column of `adata.obs`; available: {list(adata.obs.columns)}."
+            raise KeyError(msg)
+        if adata.obs[groupby].isna().any():
+            msg = f"`adata.obs[{groupby!r}]` is missing for some spots; fill it (or subset the spots) to group by it."
+            raise ValueError(msg)
+        group_codes, names = pd.factorize(adata.obs[groupby].astype(str), sort=True)
+        group_names = [str(n) for n in names]
     for layer in layers:  # derived from the hidden entries, or from an earlier split: refused
         check_not_leaked(adata, layer, holdout_key)
     params = adata.uns[holdout_key]["params"]
@@ -154,20 +175,36 @@ def evaluate(
     scale = fraction / (1 - fraction) if strategy == "thinning" else 1.0
 
     hidden = _Truth(truth, rows, cols, total, min_gene_entries)
+    groups: dict[str, tuple[np.ndarray, _Truth]] = {}  # each group's hidden entries (indices) and their truth
+    if group_codes is not None:
+        of_entry = group_codes[rows]
+        order = np.argsort(of_entry, kind="stable")
+        bounds = np.searchsorted(of_entry[order], np.arange(len(group_names) + 1))
+        for code, name in enumerate(group_names):
+            idx = order[bounds[code] : bounds[code + 1]]
+            if idx.size:
+                groups[name] = (idx, _Truth(truth[idx], rows[idx], cols[idx], total, min_gene_entries))
     del truth
     # each prediction is gathered, scored and dropped in turn (one entries-sized array at a time); nothing
     # is written to `adata` before every layer has been checked
     scores: dict[str, dict[str, float]] = {}
+    by_group: dict[tuple[str, str], dict[str, float]] = {}
+
+    def score(name: str, pred: np.ndarray) -> None:
+        scores[name] = _scores(hidden, pred)  # clips `pred` at 0 in place
+        for group, (idx, truth_g) in groups.items():
+            by_group[(group, name)] = _scores(truth_g, pred[idx])
+
     for layer in layers:
         pred = _gather(get_matrix(adata, layer), rows, cols)
         if not np.isfinite(pred).all():
             msg = f"`adata.layers[{layer!r}]` has NaN or infinite values at hidden entries; check the imputation."
             raise ValueError(msg)
         pred *= scale
-        scores[layer] = _scores(hidden, pred)
+        score(layer, pred)
         del pred
     if baselines:
-        scores[BASELINE_TRAIN] = _scores(hidden, _gather(train, rows, cols) * scale)
+        score(BASELINE_TRAIN, _gather(train, rows, cols) * scale)
         sums = np.bincount(train.indices, weights=train.data.astype(np.float64), minlength=adata.n_vars)
         if strategy in ("entries", "gene_folds"):  # hidden entries are non-zero: mean of observed non-zeros
             denominator = np.bincount(train.indices, minlength=adata.n_vars)
@@ -175,7 +212,7 @@ def evaluate(
             n_seen = adata.n_obs - (np.unique(rows).size if strategy == "spots" else 0)
             denominator = np.full(adata.n_vars, n_seen)
         gene_mean = np.divide(sums, denominator, out=np.zeros(adata.n_vars), where=denominator > 0)
-        scores[BASELINE_GENE_MEAN] = _scores(hidden, gene_mean[cols] * scale)
+        score(BASELINE_GENE_MEAN, gene_mean[cols] * scale)
 
     table = pd.DataFrame(scores).T[list(METRICS)]
     table["n_hidden"] = table["n_hidden"].astype(np.int64)
@@ -189,11 +226,22 @@ def evaluate(
         merged = table
     merged["n_hidden"] = merged["n_hidden"].astype(np.int64)
     # a new top-level entry: on a view, assigning into the shared dict would change the parent's scores
-    adata.uns[holdout_key] = {**adata.uns[holdout_key], "scores": merged.copy()}
+    record = {**adata.uns[holdout_key], "scores": merged.copy()}
+    grouped = None
+    if groupby is not None:
+        keys = [(group, name) for group in groups for name in scores]  # group by group, layers in order
+        grouped = pd.DataFrame([by_group[k] for k in keys])[list(METRICS)]
+        grouped.index = pd.MultiIndex.from_tuples(keys, names=[groupby, "layer"])
+        grouped["n_hidden"] = grouped["n_hidden"].astype(np.int64)
+        record["scores_by_group"] = grouped.reset_index()
+    adata.uns[holdout_key] = record
     logg.info(
-        f"scored {len(layers)} layer(s) on {hidden.size:,} hidden entries: added `adata.uns[{holdout_key!r}]['scores']`"
+        f"scored {len(layers)} layer(s) on {hidden.size:,} hidden entries"
+        + (f" (and per {groupby!r}: {len(groups)} groups)" if groupby is not None else "")
+        + f": added `adata.uns[{holdout_key!r}]['scores']`"
+        + (" and `['scores_by_group']`" if groupby is not None else "")
     )
-    return table
+    return table if grouped is None else grouped
 
 
 def _scored_entries(
