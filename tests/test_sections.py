@@ -435,3 +435,74 @@ def test_evaluate_bad_groupby_writes_nothing():
         with pytest.raises(error, match="groupby|partial"):
             st.tl.evaluate(both, ["imputed_knn"], groupby=groupby)
     assert "scores" not in both.uns["holdout"]
+
+
+def test_cut_out_section_computes_its_own_image_features():
+    both = _two_sections()
+    cut = both[both.obs["library_id"] == "B"].copy()
+    assert st.get.library_id(cut) == "B"  # obs says which library; uns still holds both
+    st.tl.impute(cut, "multimodal", max_epochs=1)
+    assert cut.uns["X_image"]["params"]["library_id"] == "B"
+    alone = _alone(both, "B")
+    st.pp.image_features(alone)
+    np.testing.assert_allclose(cut.obsm["X_image"], alone.obsm["X_image"], rtol=1e-5, atol=1e-6)
+
+
+def test_joined_object_with_a_constant_library_column_is_still_refused():
+    parts = {"A": _section(0, "A"), "B": _section(1, "B", n_spots=120)}
+    both = ad.concat(parts, label="sample", uns_merge="unique", index_unique="-")
+    both.obs["ref"] = "A"  # one library name in every spot, but `sample` names two
+    with pytest.raises(ValueError, match="several libraries"):
+        st.pp.spatial_smooth(both)
+
+
+def test_predict_warns_about_small_sections(caplog):
+    parts = {"A": _section(0, "A"), "B": _section(1, "B")[:5].copy()}
+    both = ad.concat(parts, label="library_id", uns_merge="unique", index_unique="-")
+    model = st.tl.impute(
+        both,
+        "multimodal",
+        modalities=("counts", "position"),
+        library_key="library_id",
+        max_epochs=1,
+        n_neighbors=6,
+        return_model=True,
+    )
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        model.predict(both, library_key="library_id", key_added="again")
+    assert "at most 6 spots" in caplog.text
+
+
+def test_evaluate_groupby_keeps_groups_without_hidden_entries_and_their_type():
+    a = _section(0, "A", n_spots=200)
+    st.pp.holdout(a, fraction=0.2, strategy="spots", random_state=0)
+    st.tl.impute(a, "knn", layer="holdout_train")
+    hidden = a.obs["holdout_hidden_spot"].to_numpy(dtype=bool)
+    a.obs["block"] = np.where(np.arange(a.n_obs) % 2 == 0, 10, 2)  # numeric groups
+    a.obs.loc[~hidden, "block"] = 7  # a group with no hidden spot
+    table = st.tl.evaluate(a, ["imputed_knn"], groupby="block")
+    groups = list(table.index.get_level_values("block").unique())
+    assert all(isinstance(g, int | np.integer) for g in groups) and groups == sorted(groups)
+    empty = table.xs(7, level="block")
+    assert (empty["n_hidden"] == 0).all() and empty["rmse_log1p"].isna().all()
+    with pytest.raises(ValueError, match="also a column of the scores table"):
+        a.obs["layer"] = "x"
+        st.tl.evaluate(a, ["imputed_knn"], groupby="layer")
+
+
+def test_plot_of_same_number_of_other_spots_is_rescored():
+    from sklearn.metrics import adjusted_rand_score
+
+    both = _two_sections()
+    st.tl.compare_clusters(both, ["X"], method="kmeans", n_clusters=4, labels_key="domain")
+    import warnings
+
+    idx = np.r_[0 : both.n_obs - 50, 0:50]  # as many spots, 50 of them twice
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # duplicate names, made unique below
+        other = both[idx].copy()
+        other.obs_names_make_unique()
+    fig = st.pl.compare_clusters(other, library_id="A", return_fig=True)
+    want = adjusted_rand_score(other.obs["domain"].astype(str), other.obs["clusters_X"].astype(str))
+    assert f"ARI {want:.2f} ({other.n_obs:,} spots drawn)" in fig.axes[0].get_title()

@@ -203,6 +203,10 @@ class ImputationModel:
             raise ValueError(msg)
         if uses_image:
             self._check_image_axes(adata, image_key, hint_key)
+        if self.config.get("neighbours"):
+            from .._graph import warn_small_sections
+
+            warn_small_sections(groups, int(self.config["n_neighbors"]))
         prep = prepare(X, config=self.config, norm=self.config["norm"], coords=coords, image=image, groups=groups)
         attach_projection(prep, self.net)
         out = predict(

@@ -75,13 +75,21 @@ def library_id(adata: AnnData, library_id: str | None = None) -> str:
     spatial = _spatial_uns(adata)
     if library_id is None:
         if len(spatial) > 1:
-            column = suggested_library_key(adata) or LIBRARY_COLUMN
+            only = single_library(adata)
+            if only is not None:  # one section cut out of a joined object: its obs say which library
+                return only
+            column = suggested_library_key(adata)
+            named = (
+                f"the obs column naming each spot's library, here {column!r}"
+                if column
+                else "the obs column naming each spot's library"
+            )
+            cut = f"`adata[adata.obs[{column!r}] == lib]`" if column else "that section's spots"
             msg = (
                 f"`adata.uns['spatial']` holds several libraries {list(spatial)}; pass `library_id=` to pick one. For "
                 "an object holding several sections, `st.pp.image_features`, `st.pp.spatial_smooth`, `st.tl.impute`, "
-                "`model.predict` and `st.tl.compare_clusters` take `library_key=` (the obs column naming each spot's "
-                f"library, here {column!r}); plots draw one section: `adata[adata.obs[{column!r}] == lib]` with "
-                "`library_id=lib`."
+                f"`model.predict` and `st.tl.compare_clusters` take `library_key=` ({named}); plots draw one "
+                f"section: {cut} with `library_id=lib`."
             )
             raise ValueError(msg)
         return next(iter(spatial))
@@ -343,10 +351,8 @@ def library_groups(adata: AnnData, library_key: str | None) -> np.ndarray | None
         spatial = adata.uns.get(SPATIAL_KEY)
         several_uns = isinstance(spatial, Mapping) and len(spatial) > 1
         several_obs = LIBRARY_COLUMN in adata.obs.columns and adata.obs[LIBRARY_COLUMN].nunique() > 1
-        if several_uns and not several_obs:
-            column = library_column(adata)
-            if column is not None and adata.obs[column].nunique() == 1:
-                return None  # one section cut out of a joined object (uns keeps every library)
+        if several_uns and not several_obs and single_library(adata) is not None:
+            return None  # one section cut out of a joined object (uns keeps every library)
         if several_uns or several_obs:
             column = suggested_library_key(adata)
             hint = (
@@ -379,7 +385,13 @@ def library_groups(adata: AnnData, library_key: str | None) -> np.ndarray | None
         raise ValueError(msg)
     codes, names = pd.factorize(values.astype(str), sort=True)
     spatial = adata.uns.get(SPATIAL_KEY)
-    if isinstance(spatial, Mapping) and len(spatial) > 1 and not set(names) <= set(map(str, spatial)):
+    # (a key with one value is the documented way to treat every spot as one section)
+    if (
+        isinstance(spatial, Mapping)
+        and len(spatial) > 1
+        and len(names) > 1
+        and not set(names) <= set(map(str, spatial))
+    ):
         logg.warning(
             f"`adata.obs[{library_key!r}]` holds values that are not libraries of `adata.uns['spatial']` "
             f"{sorted(map(str, spatial))}, e.g. {[n for n in names if n not in set(map(str, spatial))][:3]}; is "
@@ -445,6 +457,26 @@ def library_column(adata: AnnData) -> str | None:
     return None
 
 
+def single_library(adata: AnnData) -> str | None:
+    """The one library of ``adata.uns['spatial']`` every spot belongs to, when obs says so unambiguously: every
+    text or categorical obs column whose values are all libraries holds that same single library (a section cut
+    out of a joined object). ``None`` when no such column exists or one of them names several libraries.
+    """
+    spatial = adata.uns.get(SPATIAL_KEY)
+    if not isinstance(spatial, Mapping) or not spatial:
+        return None
+    libs = set(map(str, spatial))
+    found: set[str] = set()
+    for c in adata.obs.columns:
+        values = adata.obs[c]
+        if pd.api.types.is_bool_dtype(values) or pd.api.types.is_numeric_dtype(values) or values.isna().any():
+            continue
+        present = set(map(str, values.unique()))
+        if present and present <= libs:
+            found |= present
+    return next(iter(found)) if len(found) == 1 else None
+
+
 def suggested_library_key(adata: AnnData) -> str | None:
     """The ``library_key`` to suggest for an object holding several sections: the column :func:`library_column`
     finds (also for one section cut out of a joined object, whose column holds one library), else
@@ -460,13 +492,13 @@ def suggested_library_key(adata: AnnData) -> str | None:
 
 def other_sections_possible(adata: AnnData, library_id: str) -> bool:
     """Whether spots of ``adata`` may come from another section than ``library_id``: ``adata.uns['spatial']``
-    holds several libraries, and no obs column (see :func:`library_column`) says every spot is ``library_id``'s.
+    holds several libraries, and the obs columns do not say that every spot is ``library_id``'s
+    (see :func:`single_library`).
     """
     spatial = adata.uns.get(SPATIAL_KEY)
     if not isinstance(spatial, Mapping) or len(spatial) < 2:
         return False
-    column = library_column(adata)
-    return column is None or bool((adata.obs[column].astype(str) != str(library_id)).any())
+    return single_library(adata) != str(library_id)
 
 
 def library_names(adata: AnnData, library_key: str) -> list[str]:

@@ -177,7 +177,12 @@ def compare_clusters(
         labels_key = stored_labels
     scored_labels = stored_labels != "none" and stored_labels == labels_key
     note = ""
-    if "n_obs" in params and int(params["n_obs"]) != adata.n_obs:  # some of the spots that were clustered
+    from ..tl._clusters import obs_names_digest
+
+    other_spots = ("n_obs" in params and int(params["n_obs"]) != adata.n_obs) or (
+        "obs_names_sha1" in params and str(params["obs_names_sha1"]) != obs_names_digest(adata)
+    )
+    if other_spots:  # e.g. one section of the spots that were clustered
         scores, note = _drawn_scores(adata, stored, params, key=key, layers=layers, reference=reference)
 
     # colours: the same cluster id has the same colour in every panel ("0" -> colour 0, ...);

@@ -140,7 +140,8 @@ def compare_clusters(
         ``n_spots``, the four agreement scores as means over the repeats and their ``*_sd``).
     ``adata.uns['{key_added}']['params']``
         The parameters (``layers``, ``reference``, ``labels_key`` and ``library_key`` (``"none"`` when
-        absent), ``n_clusters`` (-1 when absent), ``n_obs`` (the number of spots clustered), ...).
+        absent), ``n_clusters`` (-1 when absent), ``n_obs`` and ``obs_names_sha1`` (the number and the names
+        of the spots clustered), ...).
 
     Examples
     --------
@@ -292,6 +293,7 @@ def compare_clusters(
             "n_repeats": int(n_repeats),
             "library_key": "none" if library_key is None else library_key,
             "n_obs": int(adata.n_obs),
+            "obs_names_sha1": obs_names_digest(adata),
         },
         "scores": scores,
         "repeats": repeats,
@@ -414,6 +416,13 @@ def _cluster_and_score(
                 )
                 lib_rows.append(row)
     return aligned, rows, lib_rows
+
+
+def obs_names_digest(adata: AnnData) -> str:
+    """SHA-1 of the spot names in order: which spots a clustering was scored on (plots of other spots rescore)."""
+    import hashlib
+
+    return hashlib.sha1("\n".join(map(str, adata.obs_names)).encode()).hexdigest()
 
 
 def agreement(

@@ -148,11 +148,19 @@ def evaluate(
         if groupby not in adata.obs.columns:
             msg = f"`groupby={groupby!r}` is not a column of `adata.obs`; available: {list(adata.obs.columns)}."
             raise KeyError(msg)
+        if groupby in ("layer", *METRICS):
+            msg = f"`groupby={groupby!r}` is also a column of the scores table; rename that obs column first."
+            raise ValueError(msg)
         if adata.obs[groupby].isna().any():
             msg = f"`adata.obs[{groupby!r}]` is missing for some spots; fill it (or subset the spots) to group by it."
             raise ValueError(msg)
-        group_codes, names = pd.factorize(adata.obs[groupby].astype(str), sort=True)
-        group_names = [str(n) for n in names]
+        values = adata.obs[groupby]
+        if isinstance(values.dtype, pd.CategoricalDtype):  # the categories' order, those present only
+            values = values.cat.remove_unused_categories()
+            group_codes, group_names = values.cat.codes.to_numpy(), list(values.cat.categories)
+        else:  # the values as they are (numbers stay numbers), sorted
+            group_codes, names = pd.factorize(values, sort=True)
+            group_names = list(names)
     for layer in layers:  # derived from the hidden entries, or from an earlier split: refused
         check_not_leaked(adata, layer, holdout_key)
     params = adata.uns[holdout_key]["params"]
@@ -175,15 +183,14 @@ def evaluate(
     scale = fraction / (1 - fraction) if strategy == "thinning" else 1.0
 
     hidden = _Truth(truth, rows, cols, total, min_gene_entries)
-    groups: dict[str, tuple[np.ndarray, _Truth]] = {}  # each group's hidden entries (indices) and their truth
+    groups: dict = {}  # each group's hidden entries (indices) and their truth
     if group_codes is not None:
         of_entry = group_codes[rows]
         order = np.argsort(of_entry, kind="stable")
         bounds = np.searchsorted(of_entry[order], np.arange(len(group_names) + 1))
-        for code, name in enumerate(group_names):
+        for code, name in enumerate(group_names):  # a group without hidden entries gets NaN scores, as alone
             idx = order[bounds[code] : bounds[code + 1]]
-            if idx.size:
-                groups[name] = (idx, _Truth(truth[idx], rows[idx], cols[idx], total, min_gene_entries))
+            groups[name] = (idx, _Truth(truth[idx], rows[idx], cols[idx], total, min_gene_entries))
     del truth
     # each prediction is gathered, scored and dropped in turn (one entries-sized array at a time); nothing
     # is written to `adata` before every layer has been checked
@@ -230,7 +237,7 @@ def evaluate(
     grouped = None
     if groupby is not None:
         keys = [(group, name) for group in groups for name in scores]  # group by group, layers in order
-        grouped = pd.DataFrame([by_group[k] for k in keys])[list(METRICS)]
+        grouped = pd.DataFrame([by_group[k] for k in keys], columns=list(METRICS))
         grouped.index = pd.MultiIndex.from_tuples(keys, names=[groupby, "layer"])
         grouped["n_hidden"] = grouped["n_hidden"].astype(np.int64)
         record["scores_by_group"] = grouped.reset_index()

@@ -760,8 +760,8 @@ def _check_inputs(
         coords = spatial_coords(adata)
         groups = library_groups(adata, library_key)
     else:
-        if library_key is not None:
-            library_groups(adata, library_key)  # a wrong key is an error even where positions are optional
+        # a wrong key is an error even where positions are optional
+        given = library_groups(adata, library_key) if library_key is not None else None
         groups = None
         if SPATIAL_KEY in adata.obsm:
             # optional: the depth of spots without counts is then guessed from their nearest spots (in their section)
@@ -771,7 +771,7 @@ def _check_inputs(
                 coords = None
             if coords is not None:
                 try:
-                    groups = library_groups(adata, library_key)
+                    groups = given if library_key is not None else library_groups(adata, None)
                 except ValueError as err:  # several sections and no key: no neighbours across them
                     logg.info(
                         "    positions left unused (a spot without counts gets the mean depth, not its neighbours'): "
