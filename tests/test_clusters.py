@@ -367,3 +367,19 @@ def test_bad_layers_and_seeds_are_named():
     with pytest.raises(ValueError, match=r"`random_state \+ n_repeats - 1` must be at most 2\*\*32 - 1"):
         st.tl.compare_clusters(adata, ["X"], method="kmeans", n_clusters=3, random_state=2**32 - 1, n_repeats=2)
     assert "clusters" not in adata.uns
+
+
+def test_clusters_do_not_depend_on_the_thread_count(dlpfc):
+    """On DLPFC 151673 the kNN layer's Leiden clusters moved with the BLAS thread count (ARI 0.256 / 0.334 with
+    one / two threads); the pipeline now runs on one thread whatever the caller's pools allow."""
+    from threadpoolctl import threadpool_limits
+
+    st.pp.holdout(dlpfc, fraction=0.5, random_state=0)
+    st.tl.impute(dlpfc, "knn", layer="holdout_train")
+    ari = {}
+    for threads in (1, 2):
+        with threadpool_limits(limits=threads):
+            st.tl.compare_clusters(dlpfc, ["imputed_knn"], labels_key="label", n_clusters=7, key_added=f"t{threads}")
+        ari[threads] = dlpfc.uns[f"t{threads}"]["scores"].loc["imputed_knn", "ari_labels"]
+    assert ari[1] == ari[2]
+    assert (dlpfc.obs["t1_imputed_knn"].to_numpy() == dlpfc.obs["t2_imputed_knn"].to_numpy()).all()
