@@ -506,3 +506,13 @@ def test_plot_of_same_number_of_other_spots_is_rescored():
     fig = st.pl.compare_clusters(other, library_id="A", return_fig=True)
     want = adjusted_rand_score(other.obs["domain"].astype(str), other.obs["clusters_X"].astype(str))
     assert f"ARI {want:.2f} ({other.n_obs:,} spots drawn)" in fig.axes[0].get_title()
+
+
+def test_small_tiles_of_several_libraries_warn_once(caplog):
+    both = _two_sections()
+    for lib in ("A", "B"):
+        del both.uns["spatial"][lib]["images"]["hires"]  # lowres only: tiles of a few pixels
+    with caplog.at_level("WARNING"):
+        st.pp.image_features(both, library_key="library_id", n_comps=4)
+    assert caplog.text.count("Tiles are only") == 1
+    assert "of library 'A'" in caplog.text and "of library 'B'" in caplog.text

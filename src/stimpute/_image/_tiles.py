@@ -145,18 +145,31 @@ def prepare_tiles(
         source.close()
         raise
     spec = TileSpec(source, coords, names, diameter, float(tile_scale), lib)
-    if spec.side < MIN_USEFUL_SIDE:
-        fix = (
-            f"Record the full-resolution H&E file in `adata.uns['spatial'][{lib!r}]['metadata']['source_image_path']`"
-            if per_library
-            else "Pass `source_image=` with the full-resolution H&E"
-        )
-        logg.warning(
-            f"Tiles are only {spec.side} px wide in image {source.name!r} of library {lib!r} (spot diameter "
-            f"{diameter * source.scale:.1f} px x tile_scale {tile_scale}); colour features are usable but texture is "
-            f"not. {fix} (or use a larger `tile_scale`) for real tissue detail."
-        )
+    if not per_library:  # several libraries: the caller warns once for all of them
+        warn_small_tiles([spec], per_library=False)
     return spec
+
+
+def warn_small_tiles(specs: Sequence[TileSpec], *, per_library: bool) -> None:
+    """One warning for the images whose tiles are too small for texture (colour features only)."""
+    small = [spec for spec in specs if spec.side < MIN_USEFUL_SIDE]
+    if not small:
+        return
+    fix = (
+        "Record each library's full-resolution H&E file in `adata.uns['spatial'][library]['metadata']"
+        "['source_image_path']`"
+        if per_library
+        else "Pass `source_image=` with the full-resolution H&E"
+    )
+    where = "; ".join(
+        f"{spec.side} px wide in image {spec.source.name!r} of library {spec.library_id!r} (spot diameter "
+        f"{spec.diameter * spec.source.scale:.1f} px)"
+        for spec in small
+    )
+    logg.warning(
+        f"Tiles are only {where} at tile_scale {small[0].tile_scale}; colour features are usable but texture is not. "
+        f"{fix} (or use a larger `tile_scale`) for real tissue detail."
+    )
 
 
 def _stored_keys(adata: AnnData, lib: str) -> list[str]:

@@ -20,7 +20,7 @@ from .._image._reference import (
     reference_record,
     warn_resolution,
 )
-from .._image._tiles import check_tile_scale
+from .._image._tiles import check_tile_scale, warn_small_tiles
 from .._settings import check_device_name, settings
 from .._validate import check_adata, check_key_string, check_own_keys, check_positive_int, check_seed
 from ..get._spatial import other_sections_possible, uns_libraries
@@ -252,6 +252,8 @@ def image_features(
         for spec in specs:
             spec.source.close()
         raise
+    if groups is not None:
+        warn_small_tiles(specs, per_library=True)
     if groups is None and other_sections_possible(adata, specs[0].library_id):
         logg.warning(
             f"`adata.uns['spatial']` holds several libraries; every spot is cut from library {specs[0].library_id!r}'s "
