@@ -11,6 +11,7 @@ from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
@@ -278,6 +279,23 @@ def check_own_keys(
             "name (or delete that entry first)."
         )
         raise ValueError(msg)
+
+
+def check_obs_column(adata: AnnData, key: Any, *, name: str, why: str) -> pd.Series:
+    """``adata.obs[key]`` for the parameter ``name``: a column name (TypeError), present (KeyError), without
+    missing values (ValueError, ending with ``why``).
+    """
+    if not isinstance(key, str):
+        msg = f"`{name}` must be a column name of `adata.obs` (a string), got {type(key).__name__}."
+        raise TypeError(msg)
+    if key not in adata.obs.columns:
+        msg = f"`{name}={key!r}` is not a column of `adata.obs`; available: {list(adata.obs.columns)}."
+        raise KeyError(msg)
+    values = adata.obs[key]
+    if values.isna().any():
+        msg = f"`adata.obs[{key!r}]` is missing for {int(values.isna().sum())} spot(s); {why}"
+        raise ValueError(msg)
+    return values
 
 
 def check_key_string(value: Any, *, name: str, writes_uns: bool = False) -> str:

@@ -26,7 +26,7 @@ from anndata import AnnData
 
 from .. import _logging as logg
 from .._constants import IMAGE_KEYS, LIBRARY_COLUMN, SCALEF, SPATIAL_KEY, SPOT_DIAMETER
-from .._validate import check_adata
+from .._validate import check_adata, check_obs_column
 
 __all__ = [
     "image",
@@ -370,19 +370,7 @@ def library_groups(adata: AnnData, library_key: str | None) -> np.ndarray | None
             )
             raise ValueError(msg)
         return None
-    if not isinstance(library_key, str):
-        msg = f"`library_key` must be a column name of `adata.obs` (a string), got {type(library_key).__name__}."
-        raise TypeError(msg)
-    if library_key not in adata.obs.columns:
-        msg = f"`library_key={library_key!r}` is not a column of `adata.obs`; available: {list(adata.obs.columns)}."
-        raise KeyError(msg)
-    values = adata.obs[library_key]
-    if values.isna().any():
-        msg = (
-            f"`adata.obs[{library_key!r}]` is missing for {int(values.isna().sum())} spot(s); every spot needs its "
-            "library (section)."
-        )
-        raise ValueError(msg)
+    values = check_obs_column(adata, library_key, name="library_key", why="every spot needs its library (section).")
     codes, names = pd.factorize(values.astype(str), sort=True)
     spatial = adata.uns.get(SPATIAL_KEY)
     # (a key with one value is the documented way to treat every spot as one section)
@@ -437,24 +425,36 @@ def has_image(adata: AnnData, library_id: str | None = None) -> bool:
     return path is not None and os.path.isfile(path)
 
 
+def _library_columns(adata: AnnData) -> list[tuple[str, set[str]]]:
+    """The text or categorical obs columns whose values (no missing one) are all libraries of
+    ``adata.uns['spatial']``, each with the libraries it holds; ``"library_id"`` first.
+    """
+    spatial = adata.uns.get(SPATIAL_KEY)
+    if not isinstance(spatial, Mapping) or not spatial:
+        return []
+    libs = set(map(str, spatial))
+    columns = [LIBRARY_COLUMN] if LIBRARY_COLUMN in adata.obs.columns else []
+    columns += [c for c in adata.obs.columns if c != LIBRARY_COLUMN]
+    found = []
+    for c in columns:
+        values = adata.obs[c]
+        if pd.api.types.is_bool_dtype(values) or pd.api.types.is_numeric_dtype(values):  # e.g. in_tissue = 1
+            continue
+        if values.isna().any():
+            continue
+        present = set(map(str, values.unique()))
+        if present and present <= libs:
+            found.append((str(c), present))
+    return found
+
+
 def library_column(adata: AnnData) -> str | None:
     """The ``adata.obs`` column whose values are all libraries of ``adata.uns['spatial']`` (``"library_id"``, as
     :func:`anndata.concat` with ``label="library_id"`` and squidpy name it, when it qualifies; else the first
     text or categorical column that does); ``None`` when there is none.
     """
-    spatial = adata.uns.get(SPATIAL_KEY)
-    if not isinstance(spatial, Mapping) or not spatial:
-        return None
-    libs = set(map(str, spatial))
-    columns = [LIBRARY_COLUMN] if LIBRARY_COLUMN in adata.obs.columns else []
-    columns += [c for c in adata.obs.columns if c != LIBRARY_COLUMN]
-    for c in columns:
-        values = adata.obs[c]
-        if pd.api.types.is_bool_dtype(values) or pd.api.types.is_numeric_dtype(values):  # e.g. in_tissue = 1
-            continue
-        if values.notna().all() and set(map(str, values.unique())) <= libs:
-            return str(c)
-    return None
+    columns = _library_columns(adata)
+    return columns[0][0] if columns else None
 
 
 def single_library(adata: AnnData) -> str | None:
@@ -462,18 +462,7 @@ def single_library(adata: AnnData) -> str | None:
     text or categorical obs column whose values are all libraries holds that same single library (a section cut
     out of a joined object). ``None`` when no such column exists or one of them names several libraries.
     """
-    spatial = adata.uns.get(SPATIAL_KEY)
-    if not isinstance(spatial, Mapping) or not spatial:
-        return None
-    libs = set(map(str, spatial))
-    found: set[str] = set()
-    for c in adata.obs.columns:
-        values = adata.obs[c]
-        if pd.api.types.is_bool_dtype(values) or pd.api.types.is_numeric_dtype(values) or values.isna().any():
-            continue
-        present = set(map(str, values.unique()))
-        if present and present <= libs:
-            found |= present
+    found = set().union(*(present for _, present in _library_columns(adata)))
     return next(iter(found)) if len(found) == 1 else None
 
 

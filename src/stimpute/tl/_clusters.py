@@ -226,29 +226,33 @@ def compare_clusters(
         truth = lab.astype(str).to_numpy()[has_label]
     first_seed = 0 if random_state is None else int(random_state)
     seeds = [first_seed + r for r in range(n_repeats)]
-    runs = [
-        _cluster_and_score(
-            adata,
-            layers,
-            reference=reference,
-            method=method,
-            n_clusters=n_clusters,
-            resolution=resolution,
-            n_top_genes=n_top_genes,
-            n_pcs=n_pcs,
-            n_neighbors=n_neighbors,
-            random_state=seed,
-            truth=truth,
-            has_label=has_label,
-            groups=groups,
-        )
-        for seed in tqdm(
-            seeds,
-            desc="clustering repeats",
-            unit="seed",
-            disable=n_repeats == 1 or not settings.progress_bar,
-        )
-    ]
+    from threadpoolctl import threadpool_limits
+
+    # BLAS and OpenMP on one thread, so that the clusters do not depend on the machine's thread count
+    with threadpool_limits(limits=1):
+        runs = [
+            _cluster_and_score(
+                adata,
+                layers,
+                reference=reference,
+                method=method,
+                n_clusters=n_clusters,
+                resolution=resolution,
+                n_top_genes=n_top_genes,
+                n_pcs=n_pcs,
+                n_neighbors=n_neighbors,
+                random_state=seed,
+                truth=truth,
+                has_label=has_label,
+                groups=groups,
+            )
+            for seed in tqdm(
+                seeds,
+                desc="clustering repeats",
+                unit="seed",
+                disable=n_repeats == 1 or not settings.progress_bar,
+            )
+        ]
     aligned, first_rows, _ = runs[0]  # obs, n_clusters and resolution come from the first repeat
     scores = pd.DataFrame.from_dict(first_rows, orient="index")[list(SCORE_COLUMNS)]
     stacked = pd.concat([pd.DataFrame.from_dict(rows, orient="index") for _, rows, _ in runs])
@@ -370,45 +374,7 @@ def _cluster_and_score(
 ) -> tuple[dict[str, np.ndarray], dict[str, dict], list[dict]]:
     """Cluster every layer with one seed; align the ids to the reference layer and score them (also per section
     of ``groups``: rows with ``library`` (the section's code), ``layer``, ``n_spots`` and the agreement scores).
-
-    BLAS and OpenMP run on one thread here, so that the clusters do not depend on the machine's thread count.
     """
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=1):
-        return _cluster_and_score_one_thread(
-            adata,
-            layers,
-            reference=reference,
-            method=method,
-            n_clusters=n_clusters,
-            resolution=resolution,
-            n_top_genes=n_top_genes,
-            n_pcs=n_pcs,
-            n_neighbors=n_neighbors,
-            random_state=random_state,
-            truth=truth,
-            has_label=has_label,
-            groups=groups,
-        )
-
-
-def _cluster_and_score_one_thread(
-    adata: AnnData,
-    layers: list[str],
-    *,
-    reference: str,
-    method: str,
-    n_clusters: int | None,
-    resolution: float,
-    n_top_genes: int,
-    n_pcs: int,
-    n_neighbors: int,
-    random_state: int | None,
-    truth: np.ndarray | None,
-    has_label: np.ndarray | None,
-    groups: np.ndarray | None,
-) -> tuple[dict[str, np.ndarray], dict[str, dict], list[dict]]:
     labels_of: dict[str, np.ndarray] = {}
     resolution_of: dict[str, float] = {}
     for layer in layers:

@@ -12,7 +12,7 @@ from scipy import sparse, stats
 from .. import _logging as logg
 from .._constants import HIDDEN_SPOT_SUFFIX, TEST_SUFFIX, TRAIN_SUFFIX
 from .._lineage import check_not_leaked
-from .._validate import as_csr, check_adata, check_layer, check_positive_int, get_matrix, is_whole
+from .._validate import as_csr, check_adata, check_layer, check_obs_column, check_positive_int, get_matrix, is_whole
 
 __all__ = ["evaluate"]
 
@@ -142,17 +142,9 @@ def evaluate(
 
     group_codes, group_names = None, []
     if groupby is not None:
-        if not isinstance(groupby, str):
-            msg = f"`groupby` must be a column name of `adata.obs`, got {type(groupby).__name__}."
-            raise TypeError(msg)
-        if groupby not in adata.obs.columns:
-            msg = f"`groupby={groupby!r}` is not a column of `adata.obs`; available: {list(adata.obs.columns)}."
-            raise KeyError(msg)
+        check_obs_column(adata, groupby, name="groupby", why="fill it (or subset the spots) to group by it.")
         if groupby in ("layer", *METRICS):
             msg = f"`groupby={groupby!r}` is also a column of the scores table; rename that obs column first."
-            raise ValueError(msg)
-        if adata.obs[groupby].isna().any():
-            msg = f"`adata.obs[{groupby!r}]` is missing for some spots; fill it (or subset the spots) to group by it."
             raise ValueError(msg)
         values = adata.obs[groupby]
         if isinstance(values.dtype, pd.CategoricalDtype):  # the categories' order, those present only
