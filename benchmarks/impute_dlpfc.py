@@ -20,6 +20,7 @@ The data are read from ``$STIMPUTE_DATA`` or ``../shared/data`` (``dlpfc_1516xx/
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import sys
@@ -551,7 +552,7 @@ def main(argv=None) -> int:
         ]
         table = pd.concat(tables)
         timing_path = parts / "timing.json"
-        timing = pd.read_json(timing_path, typ="series").to_dict() if timing_path.exists() else None
+        timing = json.loads(timing_path.read_text()) if timing_path.exists() else None
         total = float(table.groupby("section")["section_runtime_min"].first().sum()) * 60
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)

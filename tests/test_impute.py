@@ -606,3 +606,51 @@ def test_non_integer_input_is_flagged(held, caplog):
     caplog.clear()
     st.tl.impute(held, "knn", layer="holdout_train", key_added="k2")
     assert "non-integer" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"method": "multimodal"},
+        {"method": "multimodal", "neighbour_skip": False},
+        {"method": "multimodal", "count_pcs": 0},  # the count encoder reads all genes: densified each epoch
+        {"method": "autoencoder"},
+        {"method": "positional"},
+        {"method": "image"},
+    ],
+)
+def test_validation_on_entries_matches_the_full_output(held, monkeypatch, kwargs):
+    """The default loss is validated at the validation entries only, from inputs read once: the loss of the full
+    output up to float rounding, hence the same training."""
+    from stimpute._model import _train
+
+    kw = {"layer": "holdout_train", "max_epochs": 4, "random_state": 0, **kwargs}
+    st.tl.impute(held, key_added="entries", **kw)
+    monkeypatch.setattr(_train, "validation_entries", lambda *args, **kwargs: None)
+    st.tl.impute(held, key_added="full", **kw)
+    np.testing.assert_allclose(
+        held.uns["entries"]["history"]["val_loss"], held.uns["full"]["history"]["val_loss"], rtol=1e-5
+    )
+    assert held.uns["entries"]["best_epoch"] == held.uns["full"]["best_epoch"]
+    np.testing.assert_array_equal(held.layers["entries"], held.layers["full"])
+
+
+@pytest.mark.parametrize("density", [0.0, 2.0])  # always dense, never dense
+def test_dense_neighbour_cache_matches_csr(synthetic, monkeypatch, density):
+    """Nearly dense neighbour features are cached as dense arrays (faster minibatch rows): same result as CSR."""
+    from stimpute._model import _data, _fit
+
+    st.pp.holdout(synthetic, fraction=0.5, random_state=0)
+    kw = {"method": "multimodal", "layer": "holdout_train", "max_epochs": 3, "random_state": 0}
+    st.tl.impute(synthetic, key_added="default", **kw)
+    monkeypatch.setattr(_data, "DENSE_CACHE_DENSITY", density)
+    built = []
+    prepare = _fit.prepare
+    monkeypatch.setattr(_fit, "prepare", lambda *a, **k: built.append(prepare(*a, **k)) or built[-1])
+    st.tl.impute(synthetic, key_added="switched", **kw)
+    rate = built[0].neigh_cache[1]
+    assert isinstance(rate, np.ndarray) == (density == 0.0)
+    np.testing.assert_array_equal(synthetic.layers["default"], synthetic.layers["switched"])
+    np.testing.assert_array_equal(
+        synthetic.uns["default"]["history"]["val_loss"], synthetic.uns["switched"]["history"]["val_loss"]
+    )

@@ -105,6 +105,9 @@ _CHUNK = 4096  # spots per block when a per-spot quantity is computed for all sp
 # these CSR matrices take at most this much; above it (large sections, e.g. Visium HD) each minibatch computes its
 # own rows from the sparse counts, about twice the training time for a memory footprint that stays that of the counts
 NEIGHBOUR_CACHE_BYTES = 1 << 30
+# cached neighbour matrices this dense (stored entries per entry) are kept as dense arrays: at most 25% more memory
+# than CSR (12 bytes per stored entry with 64-bit indices, 8 with 32-bit ones), and much faster minibatch rows
+DENSE_CACHE_DENSITY = 0.4
 
 
 @dataclass
@@ -124,7 +127,10 @@ class Prepared:
     neigh_pseudo: float = 0.0  # pseudo-neighbours at the gene mean, on the graph's weight scale
     neigh_proj: np.ndarray | None = None  # neighbours' mean projected on the count encoder's principal axes
     # all spots' neighbour mean, detection rate and estimate (None without neighbour_skip), when small enough
-    neigh_cache: tuple[sparse.csr_matrix, sparse.csr_matrix, sparse.csr_matrix | None] | None = None
+    # (the rates and estimates as dense arrays when nearly as small; see DENSE_CACHE_DENSITY)
+    neigh_cache: (
+        tuple[sparse.csr_matrix, sparse.csr_matrix | np.ndarray, sparse.csr_matrix | np.ndarray | None] | None
+    ) = None
     graph: sparse.csr_matrix | None = None  # row-normalised spatial kNN graph
     position: np.ndarray | None = None
     image: np.ndarray | None = None
@@ -148,7 +154,7 @@ class Prepared:
         """Dense neighbours' mean values (unless ``mean=False``) and detection rates of the spots ``idx``."""
         if self.neigh_cache is not None:
             cached_mean, rate, _ = self.neigh_cache
-            return (cached_mean[idx].toarray() if mean else None), rate[idx].toarray()
+            return (_dense_rows(cached_mean, idx) if mean else None), _dense_rows(rate, idx)
         g = self.graph[idx]
         values = (g @ self.neigh_source).toarray().astype(np.float32, copy=False) if mean else None
         return values, (g @ self.neigh_binary).toarray().astype(np.float32, copy=False)
@@ -156,8 +162,13 @@ class Prepared:
     def neighbour_estimate_rows(self, idx: np.ndarray, mean: np.ndarray, rate: np.ndarray) -> np.ndarray:
         """The neighbours' mean non-zero value shrunk to the gene mean, minus it (0 where no neighbour has it)."""
         if self.neigh_cache is not None and self.neigh_cache[2] is not None:
-            return self.neigh_cache[2][idx].toarray()
+            return _dense_rows(self.neigh_cache[2], idx)
         return neighbour_estimate_dense(mean, rate, self.neigh_gene_mean, self.neigh_pseudo)
+
+
+def _dense_rows(M: sparse.csr_matrix | np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Rows ``idx`` of ``M`` as a dense array."""
+    return M[idx] if isinstance(M, np.ndarray) else M[idx].toarray()
 
 
 def library_stats(L_counts_total: np.ndarray) -> tuple[float, float, float]:
@@ -256,7 +267,14 @@ def prepare(
             upper = min(n_obs * L.shape[1], L.nnz * max(n_graph, 1))  # stored entries of each neighbour matrix
             n_matrices = 3 if prep.neigh_gene_mean is not None else 2
             if n_matrices * upper * 8 <= NEIGHBOUR_CACHE_BYTES:
-                prep.neigh_cache = _neighbour_cache(prep)
+                mean, rate, estimate = _neighbour_cache(prep)
+                # every minibatch reads rows of the detection rates and estimates: kept dense when nearly as small as
+                # CSR (4 bytes per entry against 8 per stored one), so that a row is a slice, not a CSR lookup. The
+                # means stay CSR: with principal axes they are read once, through the projection
+                if rate.nnz >= DENSE_CACHE_DENSITY * rate.shape[0] * rate.shape[1]:
+                    rate = rate.toarray()
+                    estimate = None if estimate is None else estimate.toarray()
+                prep.neigh_cache = (mean, rate, estimate)
     if "position" in modalities:
         prep.position = position_features(
             coords, n_frequencies=config["n_frequencies"], degree=config["poly_degree"], groups=groups

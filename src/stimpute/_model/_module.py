@@ -68,9 +68,8 @@ class CountEncoder(nn.Module):
         self.rest = _mlp([h0, *hidden[1:], latent_dim], dropout=dropout)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
-    def forward(
-        self, counts: torch.Tensor, neigh: torch.Tensor | None, neigh_proj: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def read(self, counts: torch.Tensor) -> torch.Tensor:
+        """The spot's own counts as the first layer reads them: scaled to a common total and projected, if so set."""
         if self.normalize:  # composition, not depth: scale the visible counts to a common total
             # exp/log rather than expm1/log1p: the inputs are log1p of whole counts (0 or >= log 2), where
             # both are exact enough, and torch's CPU expm1/log1p are not vectorised (~8x slower here)
@@ -79,6 +78,19 @@ class CountEncoder(nn.Module):
             counts = torch.log(1.0 + raw * (self.target_total / total))
         if self.n_pcs > 0:
             counts = counts @ self.projection
+        return counts
+
+    def forward(
+        self,
+        counts: torch.Tensor | None,
+        neigh: torch.Tensor | None,
+        neigh_proj: torch.Tensor | None = None,
+        *,
+        counts_read: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Latent vector of each spot; ``counts_read`` is ``read(counts)`` when computed beforehand (then ``counts`` is unused)."""
+        counts = self.read(counts) if counts_read is None else counts_read
+        if self.n_pcs > 0:
             neigh = neigh_proj if neigh_proj is not None else (None if neigh is None else neigh @ self.projection)
         h = self.own(counts)
         if self.neigh is not None:
@@ -200,6 +212,35 @@ class ImputeNet(nn.Module):
         ``keep`` (training only) is a ``(n_spots, n_modalities)`` 0/1 mask of the modalities each spot
         may use (modality dropout); the weights of the kept modalities are renormalised to sum to 1.
         """
+        out = self.out(self.hidden(batch, keep))
+        if self.neighbour_skip:
+            out = out + self.skip(batch)
+        return out
+
+    def values_at(
+        self, h: torch.Tensor, rows: torch.Tensor, genes: torch.Tensor, skip: Mapping[str, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """The value output (first ``n_genes`` columns of :meth:`forward`) at the entries ``(rows, genes)`` only.
+
+        ``h`` is :meth:`hidden` of the spots; ``skip`` holds ``neigh_estimate`` and ``neigh_detect`` at those
+        entries (needed with ``neighbour_skip``). Equal to gathering from the full output up to float rounding,
+        without computing the other entries.
+        """
+        out = (h[rows] * self.out.weight[genes]).sum(dim=1) + self.out.bias[genes]
+        if self.neighbour_skip:
+            out = (
+                out
+                + self.skip_weight[0, genes] * skip["neigh_estimate"]
+                + self.skip_weight[1, genes] * skip["neigh_detect"]
+            )
+        return out
+
+    def hidden(self, batch: Mapping[str, torch.Tensor], keep: torch.Tensor | None = None) -> torch.Tensor:
+        """The decoder's last hidden layer (the input of the output layer) for each spot of ``batch``.
+
+        ``batch["counts_read"]``, when present, replaces ``batch["counts"]`` as the count encoder's input already
+        read by :meth:`CountEncoder.read` (inputs that do not change between epochs, read once).
+        """
         weights = self.fusion_weights()[None, :]
         if keep is not None:
             weights = weights * keep
@@ -207,14 +248,16 @@ class ImputeNet(nn.Module):
         z = None
         for i, m in enumerate(self.modalities):
             if m == "counts":
-                zm = self.encoders["counts"](batch["counts"], batch.get("neigh"), batch.get("neigh_proj"))
+                zm = self.encoders["counts"](
+                    batch.get("counts"),
+                    batch.get("neigh"),
+                    batch.get("neigh_proj"),
+                    counts_read=batch.get("counts_read"),
+                )
             else:
                 zm = self.encoders[m](batch[m])
             zm = weights[:, i : i + 1] * zm
             z = zm if z is None else z + zm
         if self.library_size:
             z = torch.cat([z, batch["library"]], dim=1)
-        out = self.out(self.decoder(z))
-        if self.neighbour_skip:
-            out = out + self.skip(batch)
-        return out
+        return self.decoder(z)
