@@ -28,6 +28,7 @@ METHODS = [
     "image",
     "multimodal",
     "multimodal_nb",
+    "multimodal_det",
     "smoothing",
     "magic",
     "stlearn_sme",
@@ -40,6 +41,7 @@ LABELS = {
     "image": "stimpute: image",
     "multimodal": "stimpute: multimodal",
     "multimodal_nb": "stimpute: multimodal (loss=nb)",
+    "multimodal_det": "stimpute: multimodal (detection=True)",
     "smoothing": "spatial smoothing (7-spot mean)",
     "magic": "MAGIC",
     "stlearn_sme": "stLearn SME",
@@ -105,7 +107,7 @@ def test_stimpute_and_peer_status(quick_results):
         assert status["MAGIC"] == "ok"
     else:
         assert status["MAGIC"].startswith("not available")
-    for m in ["knn", "autoencoder", "positional", "image", "multimodal", "multimodal_nb"]:
+    for m in ["knn", "autoencoder", "positional", "image", "multimodal", "multimodal_nb", "multimodal_det"]:
         if hasattr(st.tl, "impute"):
             assert status[LABELS[m]] == "ok", status[LABELS[m]]
         else:

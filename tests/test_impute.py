@@ -221,6 +221,26 @@ def test_outputs_and_detection_head(held):
         model.predict(held, output="median")
 
 
+@pytest.mark.parametrize("method", ["multimodal", "knn"])
+def test_denoised_readouts_replace_observed_values_by_default(held, method):
+    """``"expected"`` and ``"normalized"`` are denoised readouts: observed counts are replaced unless asked to keep them
+    (under a thinning holdout, which scores every entry, a kept count keeps its sampling noise)."""
+    kw = {"layer": "holdout_train"} | ({"detection": True, "max_epochs": 3} if method == "multimodal" else {})
+    model = st.tl.impute(held, method, output="expected", key_added="exp", return_model=method != "knn", **kw)
+    st.tl.impute(held, method, output="conditional", key_added="cond", **kw)
+    observed = held.layers["holdout_train"].toarray()
+    seen = observed > 0
+    assert not held.uns["exp"]["params"]["keep_observed"]
+    assert held.uns["cond"]["params"]["keep_observed"]
+    np.testing.assert_array_equal(held.layers["cond"][seen], observed[seen])
+    assert not np.array_equal(held.layers["exp"][seen], observed[seen])
+    if model is not None:
+        model.predict(held, layer="holdout_train", key_added="exp_again")  # the training output, its default
+        np.testing.assert_array_equal(held.layers["exp_again"], held.layers["exp"])
+        model.predict(held, layer="holdout_train", key_added="kept", keep_observed=True)
+        np.testing.assert_array_equal(held.layers["kept"][seen], observed[seen])
+
+
 def test_normalized_output_removes_depth(held):
     st.tl.impute(held, "positional", layer="holdout_train", max_epochs=20, key_added="cond")
     st.tl.impute(held, "positional", layer="holdout_train", max_epochs=20, key_added="norm", output="normalized")

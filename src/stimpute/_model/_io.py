@@ -139,7 +139,8 @@ class ImputationModel:
             :func:`stimpute.tl.impute`).
         keep_observed
             Keep the observed non-zero values (rescaled to the reference depth for ``"normalized"``);
-            ``None``: ``True`` except for ``output="normalized"``.
+            ``None``: ``True`` for ``output="conditional"``, ``False`` for the denoised readouts
+            ``"normalized"`` and ``"expected"`` (see :func:`stimpute.tl.impute`).
         output
             ``"conditional"``, ``"normalized"`` or ``"expected"`` (see :func:`stimpute.tl.impute`); default: as
             in training.
@@ -166,7 +167,7 @@ class ImputationModel:
         image_key = self.config.get("image_key", "X_image") if image_key is None else image_key
         output = self.config.get("output", "conditional") if output is None else output
         keep_observed = check_bool(keep_observed, name="keep_observed", allow_none=True)
-        keep_observed = (output != "normalized") if keep_observed is None else keep_observed
+        keep_observed = (output == "conditional") if keep_observed is None else keep_observed
         copy = check_bool(copy, name="copy")
         _check_output(output, self.config)
         check_adata(adata)
