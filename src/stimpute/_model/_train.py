@@ -186,7 +186,7 @@ class ValidationEntries:
     genes: torch.Tensor
     target: torch.Tensor
     skip: dict[str, torch.Tensor] | None
-    dense_counts: bool  # the count encoder reads all genes (no principal axes): densified each epoch
+    dense_counts: bool  # the count encoder reads all genes (no principal axes): ``inputs`` rebuilt each epoch
 
 
 @torch.inference_mode()
@@ -204,7 +204,9 @@ def validation_entries(net: ImputeNet, prep: Prepared, device: torch.device, chu
         skip = {k: v[rows, genes] for k, v in features.items()} if net.neighbour_skip else None
         counts = b.pop("counts")
         dense_counts = enc is not None and enc.n_pcs == 0
-        if enc is not None and not dense_counts:
+        if dense_counts:  # nothing kept but the entries: the spots' dense rows are rebuilt each epoch, as in training
+            b = {}
+        elif enc is not None:
             b["counts_read"] = enc.read(counts)
         target = torch.from_numpy(entries.data.astype(np.float32)).to(device)
         sets.append(ValidationEntries(idx, b, rows, genes, target, skip, dense_counts))
@@ -217,9 +219,7 @@ def _entries_loss(net: ImputeNet, prep: Prepared, sets: list[ValidationEntries],
     net.eval()
     value_sum, n = 0.0, 0
     for part in sets:
-        inputs = part.inputs
-        if part.dense_counts:
-            inputs = {**inputs, "counts": torch.from_numpy(prep.L_fit[part.idx].toarray()).to(device)}
+        inputs = batch(prep, part.idx, device, source="fit") if part.dense_counts else part.inputs
         value = net.values_at(net.hidden(inputs), part.rows, part.genes, part.skip)
         value_sum += float(((value - part.target) ** 2).sum())
         n += int(part.target.numel())
