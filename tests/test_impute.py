@@ -239,6 +239,13 @@ def test_denoised_readouts_replace_observed_values_by_default(held, method):
         np.testing.assert_array_equal(held.layers["exp_again"], held.layers["exp"])
         model.predict(held, layer="holdout_train", key_added="kept", keep_observed=True)
         np.testing.assert_array_equal(held.layers["kept"][seen], observed[seen])
+        # a model trained with keep_observed=True keeps them for its own output, not for another one
+        kept = st.tl.impute(held, method, output="expected", keep_observed=True, key_added="k", return_model=True, **kw)
+        kept.predict(held, layer="holdout_train", key_added="k_again")
+        np.testing.assert_array_equal(held.layers["k_again"], held.layers["k"])
+        np.testing.assert_array_equal(held.layers["k_again"][seen], observed[seen])
+        kept.predict(held, layer="holdout_train", key_added="k_norm", output="normalized")
+        assert not held.uns["k_norm"]["params"]["keep_observed"]
 
 
 def test_normalized_output_removes_depth(held):

@@ -139,8 +139,9 @@ class ImputationModel:
             :func:`stimpute.tl.impute`).
         keep_observed
             Keep the observed non-zero values (rescaled to the reference depth for ``"normalized"``);
-            ``None``: ``True`` for ``output="conditional"``, ``False`` for the denoised readouts
-            ``"normalized"`` and ``"expected"`` (see :func:`stimpute.tl.impute`).
+            ``None``: as in training when ``output`` is the training's output, else ``True`` for
+            ``output="conditional"`` and ``False`` for the denoised readouts ``"normalized"`` and ``"expected"``
+            (see :func:`stimpute.tl.impute`).
         output
             ``"conditional"``, ``"normalized"`` or ``"expected"`` (see :func:`stimpute.tl.impute`); default: as
             in training.
@@ -165,9 +166,12 @@ class ImputationModel:
         if image_key is not None:
             image_key = check_key_string(image_key, name="image_key")
         image_key = self.config.get("image_key", "X_image") if image_key is None else image_key
-        output = self.config.get("output", "conditional") if output is None else output
+        trained_output = self.config.get("output", "conditional")
+        output = trained_output if output is None else output
         keep_observed = check_bool(keep_observed, name="keep_observed", allow_none=True)
-        keep_observed = (output == "conditional") if keep_observed is None else keep_observed
+        if keep_observed is None:  # as in training for the training's output, else the output's own default
+            default = output == "conditional"
+            keep_observed = bool(self.config.get("keep_observed", default)) if output == trained_output else default
         copy = check_bool(copy, name="copy")
         _check_output(output, self.config)
         check_adata(adata)
