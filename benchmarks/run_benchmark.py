@@ -450,7 +450,7 @@ def run_protocol(name, adata, protocol, methods, cfg, emit) -> None:
     splits = holdout_splits(protocol, cfg["folds"], cfg["seed"])
     acc: dict[str, list[dict]] = {}
     status: dict[str, str] = {}
-    for variant in set(EXPECTED_VARIANTS) & set(methods):
+    for variant in [v for v in EXPECTED_VARIANTS if v in methods]:
         if protocol not in cfg["nb_protocols"]:
             status[LABEL[variant]] = (
                 f"not run: the expected-count variants run on {sorted(cfg['nb_protocols'])} only (--nb-protocols; "

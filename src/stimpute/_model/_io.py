@@ -19,6 +19,7 @@ from anndata import AnnData
 
 from .. import _logging as logg
 from .._constants import NETWORK_METHODS
+from .._graph import warn_small_sections
 from .._lineage import holdout_id_of
 from .._validate import check_adata, check_bool, check_key_string, check_output_key, plain_values
 from ..get._spatial import suggested_library_key
@@ -209,8 +210,6 @@ class ImputationModel:
         if uses_image:
             self._check_image_axes(adata, image_key, hint_key)
         if self.config.get("neighbours"):
-            from .._graph import warn_small_sections
-
             warn_small_sections(groups, int(self.config["n_neighbors"]))
         prep = prepare(X, config=self.config, norm=self.config["norm"], coords=coords, image=image, groups=groups)
         attach_projection(prep, self.net)

@@ -16,6 +16,7 @@ Image pixel coordinates are full-resolution coordinates times ``tissue_{img_key}
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from numbers import Real
 from typing import Any
@@ -411,8 +412,6 @@ def uns_libraries(adata: AnnData, library_key: str | None) -> tuple[np.ndarray |
 
 def has_image(adata: AnnData, library_id: str | None = None) -> bool:
     """Whether a library has an image to cut tiles from: a stored one, or an existing recorded full-resolution file."""
-    import os
-
     try:
         image(adata, library_id)
         return True

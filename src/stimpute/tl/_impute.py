@@ -17,6 +17,7 @@ from scipy import sparse
 
 from .. import _logging as logg
 from .._constants import IMAGE_FEATURES_KEY, IMPUTED_PREFIX, MAX_SEED, NETWORK_METHODS, SPATIAL_KEY
+from .._graph import warn_small_sections
 from .._lineage import holdout_id_of
 from .._settings import check_device_name, settings
 from .._validate import (
@@ -378,8 +379,6 @@ def impute(
     )
     check_output_key(adata, key_added, inputs=["X" if layer is None else layer, image_key], methods=METHODS)
     if "n_neighbors" in opts and (method == "knn" or opts.get("neighbours") or opts.get("spatial_reg", 0.0) > 0):
-        from .._graph import warn_small_sections
-
         warn_small_sections(groups, opts["n_neighbors"])
     dev = None
     if method != "knn":  # the device is checked before anything is written (image features, a copy)
