@@ -383,3 +383,16 @@ def test_clusters_do_not_depend_on_the_thread_count(dlpfc):
         ari[threads] = dlpfc.uns[f"t{threads}"]["scores"].loc["imputed_knn", "ari_labels"]
     assert ari[1] == ari[2]
     assert (dlpfc.obs["t1_imputed_knn"].to_numpy() == dlpfc.obs["t2_imputed_knn"].to_numpy()).all()
+
+
+def test_compare_clusters_warns_about_a_log_normalised_x(caplog):
+    import scanpy as sc
+
+    adata = st.datasets.synthetic_visium(n_spots=120, n_genes=40, random_state=0)
+    adata.layers["counts"] = adata.X.copy()
+    st.tl.compare_clusters(adata, ["X"], method="kmeans", n_clusters=3)
+    assert "looks log-normalised" not in caplog.text
+    sc.pp.normalize_total(adata)
+    sc.pp.log1p(adata)
+    st.tl.compare_clusters(adata, ["X", "counts"], method="kmeans", n_clusters=3)
+    assert "`adata.X` looks log-normalised" in caplog.text

@@ -336,3 +336,29 @@ def test_evaluate_refuses_leaked_and_stale_layers(tmp_path):
     adata.write_h5ad(tmp_path / "a.h5ad")
     back = ad.read_h5ad(tmp_path / "a.h5ad")
     assert st.tl.evaluate(back, ["honest"]).loc["honest", "n_hidden"] > 0
+
+
+def test_evaluate_names_the_holdout_a_layer_comes_from():
+    """A layer imputed from another holdout's training layer is refused with that holdout's key as the fix."""
+    adata = st.datasets.synthetic_visium(n_spots=150, n_genes=30, random_state=0)
+    st.pp.holdout(adata, fraction=0.5, random_state=0, key_added="h2")
+    st.tl.impute(adata, "knn", layer="h2_train")
+    st.pp.holdout(adata, fraction=0.5, random_state=1)
+    with pytest.raises(
+        ValueError, match=r"training layer of another holdout \(`adata.uns\['h2'\]`\).*holdout_key='h2'"
+    ):
+        st.tl.evaluate(adata, ["imputed_knn"])
+    assert st.tl.evaluate(adata, ["imputed_knn"], holdout_key="h2").loc["imputed_knn", "n_hidden"] > 0
+
+
+def test_evaluate_warns_about_the_answers_and_depth_free_readouts(caplog):
+    adata = st.datasets.synthetic_visium(n_spots=150, n_genes=30, random_state=0)
+    st.pp.holdout(adata, fraction=0.5, random_state=0)
+    st.tl.impute(adata, "knn", layer="holdout_train")
+    st.tl.impute(adata, "knn", layer="holdout_train", output="normalized", key_added="readout")
+    st.tl.evaluate(adata, ["imputed_knn"])
+    assert "perfect by construction" not in caplog.text and "median depth" not in caplog.text
+    scores = st.tl.evaluate(adata, ["X", "holdout_test", "readout"])
+    assert scores.loc["X", "rmse_log1p"] == 0  # scored all the same
+    assert caplog.text.count("perfect by construction") == 2
+    assert "`adata.layers['readout']` is a readout at the median depth" in caplog.text

@@ -269,3 +269,12 @@ def test_gene_folds_refuse_fewer_than_two_folds():
     assert "holdout" not in adata.uns and "holdout_train" not in adata.layers
     st.pp.holdout(adata, fraction=0.5, strategy="gene_folds", fold=1, min_spot_fraction=0.1)
     assert adata.uns["holdout"]["params"]["n_folds"] == 2
+
+
+def test_holdout_warns_about_values_that_are_not_counts(caplog):
+    adata = st.datasets.synthetic_visium(n_spots=100, n_genes=30, random_state=0)
+    st.pp.holdout(adata, fraction=0.5)
+    assert "non-integer" not in caplog.text
+    adata.layers["log"] = np.log1p(adata.X)
+    st.pp.holdout(adata, fraction=0.5, layer="log")
+    assert "`adata.layers['log']` holds non-integer values" in caplog.text

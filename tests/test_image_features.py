@@ -282,6 +282,22 @@ def test_cnn_checkpoint_and_conversions(syn60, r18_checkpoint, tmp_path):
     np.testing.assert_allclose(conv.obsm["X_image"], X, atol=1e-5)
 
 
+def test_cnn_features_under_a_float64_default_dtype(syn60, r18_checkpoint):
+    """A caller's ``torch.set_default_dtype(torch.float64)`` changes neither the CNN's weights nor its features."""
+    import torch
+
+    kw = {"encoder": "resnet18", "tile_size": 32, "n_comps": 8, "copy": True}
+    expected = {w: st.pp.image_features(syn60, weights=w, **kw).obsm["X_image"] for w in ("random", r18_checkpoint)}
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        for weights, X in expected.items():
+            np.testing.assert_array_equal(st.pp.image_features(syn60, weights=weights, **kw).obsm["X_image"], X)
+        assert torch.get_default_dtype() == torch.float64
+    finally:
+        torch.set_default_dtype(previous)
+
+
 def test_cnn_bad_weights(syn60, r18_checkpoint, tmp_path, monkeypatch):
     from urllib.error import URLError
 

@@ -513,6 +513,23 @@ def test_bad_parameters(held, kwargs, exc, match):
     _unchanged(held, layers, uns)
 
 
+def test_recorded_options_read_back_from_h5ad_can_be_passed_again(synthetic, tmp_path, one_torch_thread):
+    """h5ad turns the recorded lists (layer widths, modalities) into arrays: impute takes them as they come back."""
+    st.pp.holdout(synthetic, fraction=0.5, random_state=0)
+    kw = {"layer": "holdout_train", "max_epochs": 2, "progress": False}
+    st.tl.impute(synthetic, "multimodal", modalities=["position", "counts"], position_hidden=(16, 32), **kw)
+    synthetic.write_h5ad(tmp_path / "a.h5ad")
+    back = ad.read_h5ad(tmp_path / "a.h5ad")
+    params = back.uns["imputed_multimodal"]["params"]
+    assert isinstance(params["modalities"], np.ndarray)
+    assert isinstance(params["position_hidden"], np.ndarray)
+    names = ("modalities", "position_hidden", "count_hidden", "decoder_hidden")
+    st.tl.impute(back, "multimodal", key_added="again", **{n: params[n] for n in names}, **kw)
+    assert back.uns["again"]["params"]["modalities"] == ["counts", "position"]
+    assert back.uns["again"]["params"]["position_hidden"] == [16, 32]
+    np.testing.assert_array_equal(back.layers["again"], synthetic.layers["imputed_multimodal"])
+
+
 # --- real data ------------------------------------------------------------------------------------
 
 
@@ -574,6 +591,37 @@ def test_training_leaves_the_global_torch_rng_alone(held, method):
     state = torch.get_rng_state()
     st.tl.impute(held, method, layer="holdout_train", max_epochs=2, dropout=0.1, key_added="rng", progress=False)
     assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_training_on_cpu_never_reseeds_the_gpus(held, monkeypatch):
+    """``torch.manual_seed`` would reseed every CUDA/MPS generator: a CPU run seeds only the CPU's."""
+    import torch
+
+    calls = []
+    for module, name in ((torch.cuda, "manual_seed_all"), (torch.cuda, "manual_seed"), (torch.mps, "manual_seed")):
+        monkeypatch.setattr(module, name, lambda seed, _n=name: calls.append(_n))
+    st.tl.impute(held, "multimodal", layer="holdout_train", max_epochs=1, device="cpu", progress=False)
+    assert calls == []
+
+
+@pytest.mark.parametrize("method", ["autoencoder", "multimodal"])
+def test_float64_default_dtype_gives_the_float32_result(held, tmp_path, method, one_torch_thread):
+    """A caller's ``torch.set_default_dtype(torch.float64)`` neither breaks training nor changes the result."""
+    import torch
+
+    kw = {"layer": "holdout_train", "max_epochs": 2, "progress": False, "return_model": True}
+    model = st.tl.impute(held, method, key_added="f32", **kw)
+    model.save(tmp_path / "m")
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        st.tl.impute(held, method, key_added="f64", **kw)
+        st.tl.load_model(tmp_path / "m").predict(held, layer="holdout_train", key_added="loaded")
+        assert torch.get_default_dtype() == torch.float64  # the caller's setting is restored
+    finally:
+        torch.set_default_dtype(previous)
+    np.testing.assert_array_equal(held.layers["f64"], held.layers["f32"])
+    np.testing.assert_array_equal(held.layers["loaded"], held.layers["f32"])
 
 
 def test_validation_uses_only_spots_with_counts():
@@ -660,6 +708,25 @@ def test_validation_on_entries_matches_the_full_output(held, monkeypatch, kwargs
     )
     assert held.uns["entries"]["best_epoch"] == held.uns["full"]["best_epoch"]
     np.testing.assert_array_equal(held.layers["entries"], held.layers["full"])
+
+
+def test_dense_neighbour_cache_stays_within_the_memory_budget(monkeypatch):
+    """Dense rates are kept only when the whole cache (CSR means + dense arrays) fits NEIGHBOUR_CACHE_BYTES."""
+    from stimpute._model import _data
+
+    rng = np.random.default_rng(0)
+    mean = sparse.random(200, 100, density=0.5, format="csr", dtype=np.float32, random_state=rng)
+    rate = mean.copy()
+    dense_two = 2 * 4 * 200 * 100  # rates and estimates as dense float32 arrays
+    fits = _data._csr_bytes(mean) + dense_two
+    monkeypatch.setattr(_data, "NEIGHBOUR_CACHE_BYTES", fits)
+    assert _data._keep_dense(mean, rate, rate)
+    monkeypatch.setattr(_data, "NEIGHBOUR_CACHE_BYTES", fits - 1)
+    assert not _data._keep_dense(mean, rate, rate)
+    assert _data._keep_dense(mean, rate, None)  # one dense array fits
+    monkeypatch.setattr(_data, "NEIGHBOUR_CACHE_BYTES", 1 << 30)
+    monkeypatch.setattr(_data, "DENSE_CACHE_DENSITY", 0.6)  # too sparse to be worth it
+    assert not _data._keep_dense(mean, rate, rate)
 
 
 @pytest.mark.parametrize("density", [0.0, 2.0])  # always dense, never dense

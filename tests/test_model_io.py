@@ -140,6 +140,23 @@ def test_predict_on_different_genes_raises(trained):
         model.predict(reordered)
     _assert_unchanged(reordered, state)
 
+    def with_genes(names):  # `other` with two more genes named `names`
+        two = other[:, :2].copy()
+        two.var_names = names
+        both = ad.concat([other, two], axis=1)
+        both.obsm["spatial"], both.obsm["X_image"], both.uns = other.obsm["spatial"], other.obsm["X_image"], other.uns
+        return both
+
+    more = with_genes(["new_0", "new_1"])  # every model gene, and two others
+    state = _state(more)
+    with pytest.raises(ValueError, match=r"2 genes are not in the model.*every model gene is present") as err:
+        model.predict(more)
+    assert "missing" not in str(err.value)
+    _assert_unchanged(more, state)
+    repeated = with_genes(list(other.var_names[:2]))  # every model gene, two of them twice
+    with pytest.raises(ValueError, match=r"not unique \(2 repeated\).*var_names_make_unique"):
+        model.predict(repeated)
+
 
 def test_predict_needs_the_models_inputs(trained):
     _, model = trained

@@ -283,7 +283,7 @@ def test_cli_demo_synthetic(tmp_path, capsys):
         (["--device", "gpu"], "`device` must be"),
         (["--max-epochs", "0"], "must be a positive integer"),
         (["--methods", "knnn"], "invalid choice"),
-        (["--section", "no_such_section"], "no_such_section.*not found; use 'synthetic'"),
+        (["--section", "no_such_section"], "no_such_section.*no h5ad file in .* found; use 'synthetic'"),
     ],
 )
 def test_cli_demo_bad_arguments_are_usage_errors(tmp_path, capsys, args, message):
@@ -316,3 +316,21 @@ def test_cli_demo_out_is_a_file_and_settings_restored(tmp_path, capsys, monkeypa
     with pytest.raises(RuntimeError, match="boom"):
         _cli.main(["demo", "--section", "synthetic", "--device", "cpu", "--no-progress", "--out", str(tmp_path / "o")])
     assert (st.settings.device, st.settings.progress_bar) == before
+
+
+def test_cli_demo_finds_a_sections_only_h5ad(tmp_path):
+    """A section folder holds `adata.h5ad`, or one h5ad file of another name (e.g. `mob_st/mob_st_MOB1.h5ad`)."""
+    from stimpute._cli import _section_path
+
+    for name, files in {
+        "plain": ["adata.h5ad", "other.h5ad"],
+        "named": ["mob.h5ad"],
+        "two": ["a.h5ad", "b.h5ad"],
+    }.items():
+        (tmp_path / name).mkdir()
+        for f in files:
+            (tmp_path / name / f).touch()
+    assert _section_path("plain", tmp_path) == tmp_path / "plain" / "adata.h5ad"
+    assert _section_path("named", tmp_path) == tmp_path / "named" / "mob.h5ad"
+    with pytest.raises(FileNotFoundError, match=r"no h5ad file in .*two.*one of \['named', 'plain'\]"):
+        _section_path("two", tmp_path)

@@ -18,15 +18,31 @@ def _section_path(section: str | None, datadir: Path) -> Path | None:
     """The h5ad of ``section`` (None: the default section, if present); None for the synthetic data."""
     if section == "synthetic":
         return None
-    path = datadir / (section or DEFAULT_SECTION) / "adata.h5ad"
-    if path.exists():
+    folder = datadir / (section or DEFAULT_SECTION)
+    path = _h5ad_in(folder)
+    if path is not None:
         return path
     if section is None:  # the default is a convenience: without the data, the synthetic section
-        print(f"[stimpute demo] {path} not found; using the synthetic dataset instead.", file=sys.stderr)
+        print(
+            f"[stimpute demo] {folder / 'adata.h5ad'} not found; using the synthetic dataset instead.", file=sys.stderr
+        )
         return None
-    found = sorted(p.parent.name for p in datadir.glob("*/adata.h5ad")) if datadir.is_dir() else []
-    msg = f"--section {section!r}: {path} not found; use 'synthetic' or one of {found} (in {datadir})."
+    found = sorted(p.name for p in datadir.iterdir() if _h5ad_in(p) is not None) if datadir.is_dir() else []
+    msg = (
+        f"--section {section!r}: no h5ad file in {folder} (adata.h5ad, or a single .h5ad) found; use 'synthetic' "
+        f"or one of {found} (in {datadir})."
+    )
     raise FileNotFoundError(msg)
+
+
+def _h5ad_in(folder: Path) -> Path | None:
+    """``folder/adata.h5ad``, else the folder's only ``.h5ad`` file, else None."""
+    if not folder.is_dir():
+        return None
+    if (folder / "adata.h5ad").is_file():
+        return folder / "adata.h5ad"
+    files = sorted(folder.glob("*.h5ad"))
+    return files[0] if len(files) == 1 else None
 
 
 def _load(path: Path | None):

@@ -18,6 +18,8 @@ def read_weights(path: Path, map_location: Any, *, label: str, fix: str) -> Any:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, OSError, EOFError) as err:
+        if isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in str(err):
+            raise  # the device ran out of memory (CUDA, MPS): not a fault of the file
         first = str(err).splitlines()[0] if str(err) else ""
         msg = (
             f"{label} could not be read with `torch.load(..., weights_only=True)` ({type(err).__name__}: {first}): "

@@ -166,6 +166,23 @@ class Prepared:
         return neighbour_estimate_dense(mean, rate, self.neigh_gene_mean, self.neigh_pseudo)
 
 
+def _csr_bytes(M: sparse.csr_matrix) -> int:
+    """Memory held by a CSR matrix's three arrays."""
+    return M.data.nbytes + M.indices.nbytes + M.indptr.nbytes
+
+
+def _keep_dense(mean: sparse.csr_matrix, rate: sparse.csr_matrix, estimate: sparse.csr_matrix | None) -> bool:
+    """Whether the cached detection rates (and estimates) are kept as dense arrays.
+
+    When they hold at least ``DENSE_CACHE_DENSITY`` stored entries per entry, and the cache (CSR means, dense rates
+    and estimates) then still fits ``NEIGHBOUR_CACHE_BYTES``: the budget check before building the cache bounds
+    CSR sizes only, and dense arrays of a sparse section's matrices can take more.
+    """
+    n_entries = rate.shape[0] * rate.shape[1]
+    dense_bytes = (1 if estimate is None else 2) * 4 * n_entries
+    return rate.nnz >= DENSE_CACHE_DENSITY * n_entries and _csr_bytes(mean) + dense_bytes <= NEIGHBOUR_CACHE_BYTES
+
+
 def _dense_rows(M: sparse.csr_matrix | np.ndarray, idx: np.ndarray) -> np.ndarray:
     """Rows ``idx`` of ``M`` as a dense array."""
     return M[idx] if isinstance(M, np.ndarray) else M[idx].toarray()
@@ -271,7 +288,7 @@ def prepare(
                 # every minibatch reads rows of the detection rates and estimates: kept dense when nearly as small as
                 # CSR (4 bytes per entry against 8 per stored one), so that a row is a slice, not a CSR lookup. The
                 # means stay CSR: with principal axes they are read once, through the projection
-                if rate.nnz >= DENSE_CACHE_DENSITY * rate.shape[0] * rate.shape[1]:
+                if _keep_dense(mean, rate, estimate):
                     rate = rate.toarray()
                     estimate = None if estimate is None else estimate.toarray()
                 prep.neigh_cache = (mean, rate, estimate)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 
 from .._settings import check_device_name, settings
@@ -26,24 +28,68 @@ def resolve_device(device: str | None = None) -> torch.device:
     return torch.device(name)
 
 
-def isolated_rng(device: torch.device | None = None):
-    """Context manager: torch's global generators (CPU, and ``device`` when CUDA) are restored on exit.
+@contextmanager
+def float32_default():
+    """Context manager and decorator: torch's default dtype is float32 inside, whatever the caller set.
 
-    Seeding for a reproducible run must not change the caller's random state.
+    The networks are built, trained and read out in float32; under ``torch.set_default_dtype(torch.float64)`` their
+    parameters would otherwise be float64 and meet float32 inputs.
     """
-    devices = []
-    if device is not None and device.type == "cuda":
-        devices = [device.index if device.index is not None else torch.cuda.current_device()]
-    return torch.random.fork_rng(devices=devices)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
 
 
-def seed_everything(random_state: int | None) -> torch.Generator:
-    """Seed torch's global generator (for weight initialisation) and return a dedicated CPU generator.
+@contextmanager
+def isolated_rng(device: torch.device | None = None):
+    """Context manager: torch's CPU generator, and ``device``'s when a GPU, are restored on exit.
 
-    Call it inside :func:`isolated_rng` so that the caller's generator state is left alone.
+    Seeding for a reproducible run must not change the caller's random state. Only these generators are seeded
+    (:func:`seed_everything`): other GPUs' generators are never touched.
+    """
+    cpu_state = torch.random.get_rng_state()
+    kind, index = _accelerator(device)
+    device_state = None
+    if kind == "cuda":
+        device_state = torch.cuda.get_rng_state(index)
+    elif kind == "mps":
+        device_state = torch.mps.get_rng_state()
+    try:
+        yield
+    finally:
+        torch.random.set_rng_state(cpu_state)
+        if kind == "cuda":
+            torch.cuda.set_rng_state(device_state, index)
+        elif kind == "mps":
+            torch.mps.set_rng_state(device_state)
+
+
+def seed_everything(random_state: int | None, device: torch.device | None = None) -> torch.Generator:
+    """Seed torch's CPU generator (weight initialisation) and ``device``'s (dropout there); return a CPU generator.
+
+    Unlike ``torch.manual_seed``, which reseeds every GPU, only the generators a run uses are seeded. Call it inside
+    :func:`isolated_rng` (same ``device``) so that the caller's generator states are left alone.
     """
     seed = 0 if random_state is None else int(random_state)
-    torch.manual_seed(seed)
+    torch.random.default_generator.manual_seed(seed)
+    kind, index = _accelerator(device)
+    if kind == "cuda":
+        with torch.cuda.device(index):
+            torch.cuda.manual_seed(seed)
+    elif kind == "mps":
+        torch.mps.manual_seed(seed)
     gen = torch.Generator()
     gen.manual_seed(seed)
     return gen
+
+
+def _accelerator(device: torch.device | None) -> tuple[str, int]:
+    """``("cuda", index)``, ``("mps", 0)`` or ``("cpu", 0)`` for ``device``."""
+    if device is None or device.type not in ("cuda", "mps"):
+        return "cpu", 0
+    if device.type == "cuda":
+        return "cuda", device.index if device.index is not None else torch.cuda.current_device()
+    return "mps", 0

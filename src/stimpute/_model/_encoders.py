@@ -66,18 +66,19 @@ def load_encoder(name: str, weights: str | os.PathLike, *, random_state: int | N
     if name not in CNN_ENCODERS:
         msg = f"`encoder` must be 'handcrafted' or one of {list(CNN_ENCODERS)}, got {name!r}."
         raise ValueError(msg)
-    if isinstance(weights, str) and weights == "random":
-        from ._device import isolated_rng, seed_everything
+    from ._device import float32_default, isolated_rng, seed_everything
 
-        with isolated_rng():
-            seed_everything(random_state)
+    with float32_default():  # float32 weights whatever torch's default dtype
+        if isinstance(weights, str) and weights == "random":
+            with isolated_rng():
+                seed_everything(random_state)
+                model = _build(name)
+        elif isinstance(weights, str) and weights == "imagenet":
+            model = _imagenet_model(name)
+        else:
             model = _build(name)
-    elif isinstance(weights, str) and weights == "imagenet":
-        model = _imagenet_model(name)
-    else:
-        model = _build(name)
-        state = adapt_state_dict(_read_checkpoint(Path(weights)), model, name)
-        model.load_state_dict(state, strict=False)  # completeness was checked by adapt_state_dict
+            state = adapt_state_dict(_read_checkpoint(Path(weights)), model, name)
+            model.load_state_dict(state, strict=False)  # completeness was checked by adapt_state_dict
     return model.eval()
 
 
@@ -187,8 +188,8 @@ def encode_tiles(model, tiles: np.ndarray, device) -> np.ndarray:
     """Pooled features ``(n, dim)`` float32 of RGB ``uint8`` tiles ``(n, side, side, 3)``."""
     import torch
 
-    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float32, device=device).view(1, 3, 1, 1)
     with torch.inference_mode():
         x = torch.from_numpy(np.ascontiguousarray(tiles)).to(device).permute(0, 3, 1, 2).float().div_(255.0)
         out = model((x - mean) / std)

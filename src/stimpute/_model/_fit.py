@@ -7,11 +7,12 @@ import torch
 from scipy import sparse
 
 from ._data import attach_projection, depth_normalised_log1p, fresh_norm, gene_offset, position_features, prepare
-from ._device import isolated_rng, seed_everything
+from ._device import float32_default, isolated_rng, seed_everything
 from ._io import ImputationModel, build_net
 from ._train import train
 
 
+@float32_default()
 def fit_model(
     X: sparse.spmatrix | np.ndarray,
     *,
@@ -36,7 +37,7 @@ def fit_model(
     The caller's torch random state is the same afterwards.
     """
     with isolated_rng(device):  # seeding below must not change the caller's torch random state
-        gen = seed_everything(random_state)
+        gen = seed_everything(random_state, device)
         rng = np.random.default_rng(random_state)
         config = dict(config)
         config["norm"] = fresh_norm(X, image if "image" in config["modalities"] else None)

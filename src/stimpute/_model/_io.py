@@ -25,7 +25,7 @@ from .._validate import check_adata, check_bool, check_key_string, check_output_
 from ..get._spatial import suggested_library_key
 from ._checkpoint import read_weights
 from ._data import attach_projection, prepare
-from ._device import resolve_device
+from ._device import float32_default, resolve_device
 from ._module import ImputeNet
 from ._train import LOSSES, predict
 
@@ -293,18 +293,28 @@ class ImputationModel:
         ours, theirs = set(self.var_names), set(names)
         missing = [g for g in self.var_names if g not in theirs]
         extra = [g for g in names if g not in ours]
-        if not missing and not extra:
+        if not missing and not extra and len(names) != len(theirs):
+            msg = (
+                f"`adata.var_names` are not unique ({len(names) - len(theirs)} repeated); the model's genes are "
+                "unique: run `adata.var_names_make_unique()` or drop the repeats."
+            )
+        elif not missing and not extra:
             msg = (
                 "`adata` has the model's genes in a different order; reorder them first: "
                 "`adata = adata[:, model.var_names].copy()`."
             )
         else:
-            msg = (
-                f"`adata` has different genes from the model ({len(self.var_names)} genes): {len(missing)} of the "
-                f"model's genes are missing (e.g. {missing[:3]}) and {len(extra)} genes are not in the model "
-                f"(e.g. {extra[:3]}). Subset both to the shared genes and retrain, or, if all model genes are "
-                "present, use `adata[:, model.var_names].copy()`."
+            parts = []
+            if missing:
+                parts.append(f"{len(missing)} of the model's genes are missing (e.g. {missing[:3]})")
+            if extra:
+                parts.append(f"{len(extra)} genes are not in the model (e.g. {extra[:3]})")
+            fix = (
+                "subset both to the shared genes and retrain"
+                if missing
+                else "every model gene is present: use `adata[:, model.var_names].copy()`"
             )
+            msg = f"`adata` has different genes from the model ({len(self.var_names)} genes): {' and '.join(parts)}; {fix}."
         raise ValueError(msg)
 
     # ------------------------------------------------------------------------------------------------
@@ -343,6 +353,7 @@ class ImputationModel:
         logg.info(f"saved {self.method} model to {str(path)!r}")
 
 
+@float32_default()
 def load_model(dirname: str | os.PathLike, device: str | None = None) -> ImputationModel:
     """Load a model written by :meth:`ImputationModel.save` (``weights_only=True``)."""
     if not isinstance(dirname, str | os.PathLike):

@@ -11,6 +11,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ._data import Prepared, batch, zero_holdout
+from ._device import float32_default
 from ._module import ImputeNet
 
 LOSSES = ("mse", "nb", "poisson")
@@ -79,15 +80,17 @@ def _masked_batch_loss(
     if needs_zeros:
         # one draw over all entries: the masked non-zero entries are hidden from the input, and the
         # masked entries (zeros included) are the targets of the count likelihoods and the detection head
-        masked_all = torch.rand(x.shape, generator=gen).to(device) < mask_fraction
+        masked_all = (torch.rand(x.shape, generator=gen, device="cpu") < mask_fraction).to(
+            device
+        )  # masks cross, not floats
         masked = observed & masked_all
     else:  # only the observed entries need a draw
         masked = torch.zeros_like(observed)
-        masked[observed] = (torch.rand(int(observed.sum()), generator=gen) < mask_fraction).to(device)
+        masked[observed] = (torch.rand(int(observed.sum()), generator=gen, device="cpu") < mask_fraction).to(device)
     whole = None
     if spot_mask > 0:
         # whole spots hidden from the input, as a spot without counts is at prediction (see `predict`)
-        whole = (torch.rand(idx.size, generator=gen) < spot_mask).to(device)
+        whole = (torch.rand(idx.size, generator=gen, device="cpu") < spot_mask).to(device)
         if whole.any():
             masked = masked | (observed & whole[:, None])
             # the library input becomes what it is for a spot without counts (see prepare); the neighbours'
@@ -102,10 +105,10 @@ def _masked_batch_loss(
     n_mod = len(net.modalities)
     if modality_dropout > 0 and n_mod > 1:
         # drop each modality of each spot with this probability, always keeping at least one
-        keep = (torch.rand((idx.size, n_mod), generator=gen) >= modality_dropout).float()
+        keep = (torch.rand((idx.size, n_mod), generator=gen, device="cpu") >= modality_dropout).float()
         none = keep.sum(dim=1) == 0
         if none.any():
-            pick = torch.randint(0, n_mod, (int(none.sum()),), generator=gen)
+            pick = torch.randint(0, n_mod, (int(none.sum()),), generator=gen, device="cpu")
             keep[none.nonzero().ravel(), pick] = 1.0
         keep = keep.to(device)
     if whole is not None and whole.any():
@@ -354,7 +357,7 @@ def train(
     stopped_early = False
     for epoch in bar:
         net.train()
-        order = torch.randperm(n_train, generator=gen).numpy()
+        order = torch.randperm(n_train, generator=gen, device="cpu").numpy()
         if train_spots is not None:
             order = train_spots[order]
         running, n_batches = 0.0, 0
@@ -435,6 +438,7 @@ def train(
 
 
 @torch.inference_mode()
+@float32_default()
 def predict(
     net: ImputeNet,
     prep: Prepared,

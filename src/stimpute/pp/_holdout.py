@@ -160,6 +160,12 @@ def holdout(
         msg = f"{source_name} has {nnz} non-zero entries; at least 2 are needed to hold any out."
         raise ValueError(msg)
 
+    if not is_whole(X.data):  # (thinning refused them above)
+        logg.warning(
+            f"`{source_name}` holds non-integer values; the split is made of them as they are, but stimpute's models "
+            "and scores expect raw counts (a normalised or log-transformed matrix is imputed and scored as if it "
+            "were counts). Pass `layer=` naming raw counts if you have them."
+        )
     start = logg.info(f"holding out {fraction:.0%} ({strategy}) of {source_name}")
     extra: dict[str, int | float] = {}
     hidden_spots = None

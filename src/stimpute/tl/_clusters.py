@@ -25,6 +25,7 @@ from .._validate import (
     check_real_matrix,
     check_seed,
     get_matrix,
+    is_whole,
 )
 from ..get._spatial import library_groups, library_names
 
@@ -212,6 +213,14 @@ def compare_clusters(
         raise ValueError(msg)
     for layer in layers:
         _check_values(get_matrix(adata, layer), layer)
+    if "X" in layers and "log1p" in adata.uns:
+        M = get_matrix(adata, "X")
+        if not is_whole(M.data if sparse.issparse(M) else np.asarray(M)):
+            logg.warning(
+                "`adata.X` looks log-normalised (`adata.uns['log1p']` is set and it holds non-integer values); "
+                "every layer is normalised and log-transformed here, so X would be transformed twice. Cluster "
+                "the layer that holds the raw counts instead (e.g. 'counts')."
+            )
 
     if copy:
         adata = adata.copy()

@@ -12,7 +12,16 @@ from scipy import sparse, stats
 from .. import _logging as logg
 from .._constants import HIDDEN_SPOT_SUFFIX, TEST_SUFFIX, TRAIN_SUFFIX
 from .._lineage import check_not_leaked
-from .._validate import as_csr, check_adata, check_layer, check_obs_column, check_positive_int, get_matrix, is_whole
+from .._validate import (
+    as_csr,
+    check_adata,
+    check_layer,
+    check_obs_column,
+    check_positive_int,
+    get_matrix,
+    is_whole,
+    record_params,
+)
 
 __all__ = ["evaluate"]
 
@@ -155,6 +164,8 @@ def evaluate(
             group_names = list(names)
     for layer in layers:  # derived from the hidden entries, or from an earlier split: refused
         check_not_leaked(adata, layer, holdout_key)
+    for layer in layers:  # scored, but not comparable with the others
+        _warn_if_not_comparable(adata, layer, holdout_key)
     params = adata.uns[holdout_key]["params"]
     strategy, fraction = str(params["strategy"]), float(params["fraction"])
     train = as_csr(adata.layers[train_key])
@@ -444,3 +455,21 @@ def _scores(t: _Truth, pred: np.ndarray) -> dict[str, float]:
         "pearson_log2cpm": _correlation(sxy_cpm, t.ss_cpm, syy_cpm, t.constant_cpm or constant_cpm, t.size),
         "n_hidden": float(t.size),
     }
+
+
+def _warn_if_not_comparable(adata: AnnData, layer: str, holdout_key: str) -> None:
+    """Warn about a layer that holds the answers, or a readout that is not at the spots' own depth."""
+    source = str(adata.uns[holdout_key]["params"].get("layer", "X"))
+    if layer in (source, holdout_key + TEST_SUFFIX):
+        logg.warning(
+            f"`{layer}` holds the hidden values themselves (`st.pp.holdout` split it): its scores are perfect by "
+            "construction, a check of the scoring rather than an imputation."
+        )
+        return
+    params = record_params(adata, layer)
+    if params is not None and str(params.get("output", "")) == "normalized":
+        logg.warning(
+            f"`adata.layers[{layer!r}]` is a readout at the median depth (`output='normalized'`), while the hidden "
+            "counts are at each spot's own depth: its scores are not comparable with the other layers'. Score the "
+            "layer written with the default `output='conditional'` (or `'expected'`) instead."
+        )

@@ -252,7 +252,8 @@ def impute(
         state) would exceed this many GB; subset genes (e.g. highly variable ones) instead.
     random_state
         Seed of the weights, minibatch order, masks and the validation split. On CPU the same seed gives
-        bit-identical output.
+        bit-identical output; on a GPU the draws are the same but kernels round differently (close, not
+        bit-identical results). The caller's torch random state is left as it was.
     progress
         Show a tqdm bar with the losses; ``None`` uses ``st.settings.progress_bar``.
     return_model
@@ -601,6 +602,8 @@ def _method_options(method: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     for name in ("count_hidden", "position_hidden", "image_hidden", "decoder_hidden"):
         if name in opts:
             sizes = opts[name]
+            if isinstance(sizes, np.ndarray) and sizes.ndim == 1:  # e.g. a record read back from h5ad
+                sizes = sizes.tolist()
             if isinstance(sizes, Integral):
                 sizes = (sizes,)
             if not isinstance(sizes, tuple | list) or not all(
@@ -648,6 +651,8 @@ def _method_options(method: str, kwargs: dict[str, Any]) -> dict[str, Any]:
             raise TypeError(msg)
     if "modalities" in opts:
         mods = opts["modalities"]
+        if isinstance(mods, np.ndarray) and mods.ndim == 1:  # e.g. a record read back from h5ad
+            mods = [str(m) for m in mods.tolist()]
         if isinstance(mods, str):
             mods = (mods,)
         if not isinstance(mods, Sequence):
