@@ -19,6 +19,8 @@ import pytest
 
 import stimpute as st
 
+from .conftest import data_dir, require_data
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "run_benchmark.py"
 METHODS = [
@@ -194,3 +196,16 @@ def test_cluster_seeds_report_merges_sections(tmp_path):
     assert f"- 151674: the bar (smoothed training matrix) {bar.ari_leiden_mean:.3f} / {bar.ari_kmeans_mean:.3f}" in text
     merged = pd.read_csv(tmp_path / "out" / "cluster_seeds.csv", index_col=0, dtype={"section": str})
     assert len(merged) == 2 * len(names)
+
+
+def test_orientation_check_on_every_real_section(tmp_path):
+    """benchmarks/orientation_check.py: silent on every section's own coordinates, never names a wrong mix-up."""
+    for folder in ("dlpfc_151673", "dlpfc_151674", "her2st_C2", "her2st_C3", "mob_st", "mouse_placenta_cytassist"):
+        require_data(folder)
+    proc = _run_script("orientation_check.py", "--out", str(tmp_path), STIMPUTE_DATA=str(data_dir()))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    text = (tmp_path / "orientation_check.md").read_text()
+    assert "Silent on correct coordinates: 6 of 6 sections" in text
+    assert "wrongly named: 0." in text
+    named = int(text.split("Mix-ups named correctly: ")[1].split(" of ")[0])
+    assert named >= 12  # of 18 (16 when measured)

@@ -728,3 +728,47 @@ def test_reference_warns_about_another_resolution(synthetic, caplog):
     with caplog.at_level("WARNING"):
         st.pp.image_features(other, img_key="lowres", reference=synthetic, progress=False)
     assert "not comparable" in caplog.text
+
+
+def _mixed_up(coords: np.ndarray, height: float, width: float) -> dict[str, np.ndarray]:
+    """Full-resolution coordinates under the three mix-ups, in a frame of ``height`` x ``width`` pixels."""
+    return {
+        "x and y swapped": coords[:, ::-1],
+        "the y axis flipped": np.c_[coords[:, 0], height - coords[:, 1]],
+        "the x axis flipped": np.c_[width - coords[:, 0], coords[:, 1]],
+    }
+
+
+def test_orientation_check_on_dlpfc(dlpfc):
+    """On a real section the spots sit on tissue as placed; swapped or flipped, the check names the mix-up."""
+    from stimpute._image._orientation import orientation_warning
+
+    lib = st.get.library_id(dlpfc)
+    coords = st.get.spatial_coords(dlpfc)
+    assert orientation_warning(dlpfc, lib, coords) is None
+    img, scale = st.get.image(dlpfc, lib, "lowres"), st.get.scale_factor(dlpfc, lib, "lowres")
+    for name, mixed in _mixed_up(coords, img.shape[0] / scale, img.shape[1] / scale).items():
+        message = orientation_warning(dlpfc, lib, mixed)
+        assert message is not None and f"with {name}:" in message, name
+
+
+def test_image_features_warn_about_swapped_coordinates(synthetic, caplog):
+    """Tissue on the left of the image only: coordinates mirrored left-right put the spots on the glass."""
+    lib = st.get.library_id(synthetic)
+    coords = st.get.spatial_coords(synthetic)
+    x_max = coords[:, 0].min() + 0.45 * np.ptp(coords[:, 0])
+    left = synthetic[coords[:, 0] <= x_max].copy()
+    for key in ("hires", "lowres"):
+        img = left.uns["spatial"][lib]["images"][key]
+        scale = st.get.scale_factor(left, lib, key)
+        img[:, int(np.ceil((x_max + 40) * scale)) :] = 1.0 if img.dtype.kind == "f" else 255  # glass
+    st.pp.image_features(left, copy=True)
+    assert "sit on tissue" not in caplog.text
+    height, width = (
+        s / st.get.scale_factor(left, lib, "hires") for s in left.uns["spatial"][lib]["images"]["hires"].shape[:2]
+    )
+    left.obsm["spatial"] = _mixed_up(st.get.spatial_coords(left), height, width)["the x axis flipped"]
+    snap = _snapshot(left)
+    st.pp.image_features(left, copy=True)
+    assert "with the x axis flipped: `adata.obsm['spatial']` may be in another orientation" in caplog.text
+    assert _unchanged(left, snap)

@@ -24,6 +24,7 @@ from .. import _logging as logg
 from .._constants import IMAGE_KEYS
 from ..get import _spatial
 from ._io import ImageSource, open_array, open_file, to_rgb_uint8
+from ._orientation import orientation_warning
 
 __all__ = ["TileSpec", "check_tile_scale", "iter_tiles", "prepare_tiles"]
 
@@ -144,6 +145,9 @@ def prepare_tiles(
     except Exception:
         source.close()
         raise
+    mixup = orientation_warning(adata, lib, _spatial.spatial_coords(adata))
+    if mixup is not None:
+        logg.warning(mixup)
     spec = TileSpec(source, coords, names, diameter, float(tile_scale), lib)
     if not per_library:  # several libraries: the caller warns once for all of them
         warn_small_tiles([spec], per_library=False)

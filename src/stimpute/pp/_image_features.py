@@ -71,6 +71,13 @@ def image_features(
     when the tiles still come out at least as large as the encoder's input. Tiles are never cut
     from a padded copy of the image: parts outside the image are white.
 
+    **Coordinate checks.** Spots outside the image raise an error that says which conversion would fit
+    them (hires/lowres pixels instead of full-resolution ones, x and y swapped). Spots that fit in the
+    image but sit clearly better on its tissue with x and y swapped or an axis flipped (the share of spots
+    on tissue in the smallest stored image, from Otsu thresholds on grey level and saturation; spots with
+    ``obs['in_tissue'] == 0`` left out) give a warning: ``obsm['spatial']`` must hold full-resolution
+    pixels with column 0 = x = image column and column 1 = y = image row, y pointing down.
+
     **Pixel conversions.** Grey images are repeated into R, G and B; RGBA drops the alpha channel;
     ``uint8`` is used as is, ``uint16`` divided by 257, floats in [0, 1] multiplied by 255 (other
     floats clipped to [0, 255]).
