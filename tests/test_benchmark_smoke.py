@@ -209,3 +209,43 @@ def test_orientation_check_on_every_real_section(tmp_path):
     assert "wrongly named: 0." in text
     named = int(text.split("Mix-ups named correctly: ")[1].split(" of ")[0])
     assert named >= 12  # of 18 (16 when measured)
+    false_alarms = int(text.split("False alarms in all: ")[1].split(" of ")[0])
+    assert false_alarms <= 6  # of 600 parts of sections with correct coordinates (0 when measured)
+
+
+def test_holdout_draws_report(tmp_path):
+    """benchmarks/holdout_draws_dlpfc.py --stage report: means over draws, paired wins over the bar, targets."""
+    spec = importlib.util.spec_from_file_location("holdout_draws", REPO / "benchmarks" / "holdout_draws_dlpfc.py")
+    hd = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hd)
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    # two draws; Leiden: the smoothed readout beats the bar on draw 1 only, but on the mean over draws
+    ari = {"train": (0.1, 0.1), "bar": (0.5, 0.3), "nor": (0.2, 0.35), "smnor": (0.45, 0.45)}
+    rows = [
+        {"section": "151673", "draw": -1, "layer": name, "method": m, "ari_mean": v, "ari_min": v, "ari_max": v}
+        for name, v in (("X", 0.25), ("X smoothed (complete data)", 0.3))
+        for m in ("leiden", "kmeans")
+    ]
+    for d in (0, 1):
+        for prefix, values in ari.items():
+            for m in ("leiden", "kmeans"):
+                value = values[d] if m == "leiden" else 0.2  # k-means: every matrix ties at 0.2
+                row = {"section": "151673", "draw": d, "layer": hd.ROWS[prefix], "method": m, "ari_mean": value}
+                if prefix == "nor":
+                    row |= {"rmse_log1p": 0.26, "pearson_log1p": 0.83, "floor_rmse_log1p": 0.34}
+                rows.append(row)
+    pd.DataFrame(rows).to_csv(parts / "holdout_draws_151673.csv", index=False)
+    assert hd.main(["--stage", "report", "--parts", str(parts), "--out", str(tmp_path / "out")]) == 0
+    text = (tmp_path / "out" / "holdout_draws_dlpfc.md").read_text()
+    assert "| 151673 | leiden | smoothed training matrix (the bar) | 0.4000 | 0.1414 | 0.3000 | 0.5000 |  |" in text
+    assert (
+        "| 151673 | leiden | multimodal, output=normalized, smoothed | 0.4500 | 0.0000 | 0.4500 | 0.4500 | 1 of 2 |"
+        in text
+    )
+    assert "| 151673 | leiden | multimodal, output=normalized, smoothed | True | True | True |" in text
+    assert (
+        "| 151673 | leiden | multimodal, output=normalized | True | True | False |" in text
+    )  # 0.275 vs 0.25, 0.1, 0.4
+    assert "| 151673 | kmeans | multimodal, output=normalized, smoothed | False | False | False |" in text  # ties
+    assert "| 151673 | 1 | 0.2600 | 0.8300 | 0.3400 | 0.1000 | 0.3000 | 0.3500 | 0.4500 |" in text

@@ -391,6 +391,8 @@ def test_compare_clusters_warns_about_a_log_normalised_x(caplog):
     adata = st.datasets.synthetic_visium(n_spots=120, n_genes=40, random_state=0)
     adata.layers["counts"] = adata.X.copy()
     st.tl.compare_clusters(adata, ["X"], method="kmeans", n_clusters=3)
+    adata.uns["log1p"] = {"base": None}  # e.g. sc.pp.log1p(adata, layer="other"): X still holds counts
+    st.tl.compare_clusters(adata, ["X"], method="kmeans", n_clusters=3)
     assert "looks log-normalised" not in caplog.text
     sc.pp.normalize_total(adata)
     sc.pp.log1p(adata)

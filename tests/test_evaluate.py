@@ -349,6 +349,9 @@ def test_evaluate_names_the_holdout_a_layer_comes_from():
     ):
         st.tl.evaluate(adata, ["imputed_knn"])
     assert st.tl.evaluate(adata, ["imputed_knn"], holdout_key="h2").loc["imputed_knn", "n_hidden"] > 0
+    st.pp.holdout(adata, fraction=0.5, random_state=2, key_added="h2")  # that holdout re-run: stale for both
+    with pytest.raises(ValueError, match=r"another holdout \(`adata.uns\['h2'\]`\).*was run again since"):
+        st.tl.evaluate(adata, ["imputed_knn"])
 
 
 def test_evaluate_warns_about_the_answers_and_depth_free_readouts(caplog):

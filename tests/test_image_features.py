@@ -772,3 +772,39 @@ def test_image_features_warn_about_swapped_coordinates(synthetic, caplog):
     st.pp.image_features(left, copy=True)
     assert "with the x axis flipped: `adata.obsm['spatial']` may be in another orientation" in caplog.text
     assert _unchanged(left, snap)
+
+
+def test_orientation_check_stays_silent_on_parts_of_a_section(dlpfc):
+    """One domain, or half the section, with correct coordinates: never a warning (they cover too little tissue
+    to judge, or fit it as placed)."""
+    from stimpute._image._orientation import orientation_warning
+
+    lib = st.get.library_id(dlpfc)
+    coords = st.get.spatial_coords(dlpfc)
+    for part in (dlpfc.obs["label"] == "L1", dlpfc.obs["label"] == "WM", coords[:, 1] < np.median(coords[:, 1])):
+        mask = np.asarray(part)
+        assert orientation_warning(dlpfc[mask], lib, coords[mask]) is None
+
+
+def test_orientation_check_on_awkward_images_and_flags(dlpfc):
+    """NaN pixels (glass, no numpy warning), grey or float images, and string `in_tissue` flags."""
+    from stimpute._image._orientation import in_tissue_flags, orientation_warning
+
+    lib = st.get.library_id(dlpfc)
+    coords = st.get.spatial_coords(dlpfc)
+    images = dlpfc.uns["spatial"][lib]["images"]
+    lowres = np.asarray(images["lowres"])
+    swapped = coords[:, ::-1]
+    as_float = lowres.astype(np.float32) / (255.0 if lowres.dtype == np.uint8 else 1.0)
+    with_nan = as_float.copy()
+    with_nan[:20] = np.nan  # a band of the glass
+    for variant in (as_float, with_nan, as_float.mean(axis=-1)):  # filterwarnings=error: no cast warning
+        images["lowres"] = variant
+        assert orientation_warning(dlpfc, lib, coords) is None
+        assert "with x and y swapped" in orientation_warning(dlpfc, lib, swapped)
+    images["lowres"] = lowres
+    for values in (["1", "0"], ["True", "False"], [True, False], [1.0, 0.0]):
+        dlpfc.obs["in_tissue"] = [values[i % 2] for i in range(dlpfc.n_obs)]
+        np.testing.assert_array_equal(in_tissue_flags(dlpfc), np.arange(dlpfc.n_obs) % 2 == 0)
+    dlpfc.obs["in_tissue"] = ["yes?"] * dlpfc.n_obs  # not understood: every spot is judged
+    assert in_tissue_flags(dlpfc) is None

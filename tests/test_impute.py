@@ -604,6 +604,17 @@ def test_training_on_cpu_never_reseeds_the_gpus(held, monkeypatch):
     assert calls == []
 
 
+def test_training_leaves_the_default_dtype_setting_alone(held, monkeypatch):
+    """With torch's default dtype already float32, training never writes that process-wide setting (threads)."""
+    import torch
+
+    def refuse(dtype):
+        raise AssertionError("set_default_dtype called")
+
+    monkeypatch.setattr(torch, "set_default_dtype", refuse)
+    st.tl.impute(held, "multimodal", layer="holdout_train", max_epochs=1, progress=False)
+
+
 @pytest.mark.parametrize("method", ["autoencoder", "multimodal"])
 def test_float64_default_dtype_gives_the_float32_result(held, tmp_path, method, one_torch_thread):
     """A caller's ``torch.set_default_dtype(torch.float64)`` neither breaks training nor changes the result."""
@@ -727,6 +738,23 @@ def test_dense_neighbour_cache_stays_within_the_memory_budget(monkeypatch):
     monkeypatch.setattr(_data, "NEIGHBOUR_CACHE_BYTES", 1 << 30)
     monkeypatch.setattr(_data, "DENSE_CACHE_DENSITY", 0.6)  # too sparse to be worth it
     assert not _data._keep_dense(mean, rate, rate)
+
+
+def test_prepare_asks_the_budget_before_densifying(synthetic, monkeypatch):
+    """The neighbour cache goes through `_keep_dense`: refused, the rates stay CSR (and the layer is the same)."""
+    from stimpute._model import _data, _fit
+
+    st.pp.holdout(synthetic, fraction=0.5, random_state=0)
+    kw = {"method": "multimodal", "layer": "holdout_train", "max_epochs": 2, "random_state": 0}
+    st.tl.impute(synthetic, key_added="default", **kw)
+    asked, built = [], []
+    monkeypatch.setattr(_data, "DENSE_CACHE_DENSITY", 0.0)  # dense whenever the budget allows
+    monkeypatch.setattr(_data, "_keep_dense", lambda *a: asked.append(a) or False)
+    prepare = _fit.prepare
+    monkeypatch.setattr(_fit, "prepare", lambda *a, **k: built.append(prepare(*a, **k)) or built[-1])
+    st.tl.impute(synthetic, key_added="refused", **kw)
+    assert asked and not isinstance(built[0].neigh_cache[1], np.ndarray)
+    np.testing.assert_array_equal(synthetic.layers["default"], synthetic.layers["refused"])
 
 
 @pytest.mark.parametrize("density", [0.0, 2.0])  # always dense, never dense

@@ -480,3 +480,20 @@ def test_predict_messages_lead_to_the_reference_call():
     st.pp.image_features(other, key_added="X_he", reference=model, n_comps=None, progress=False)  # as suggested
     model.predict(other)
     assert "imputed_image" in other.layers
+
+
+def test_out_of_memory_while_loading_is_not_called_a_damaged_file(trained, tmp_path, monkeypatch):
+    import torch
+
+    _, model = trained
+    model.save(tmp_path / "m")
+
+    def oom(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(torch, "load", oom)
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        st.tl.load_model(tmp_path / "m")
+    monkeypatch.setattr(torch, "load", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("invalid header")))
+    with pytest.raises(ValueError, match="damaged"):
+        st.tl.load_model(tmp_path / "m")

@@ -58,11 +58,14 @@ def check_not_leaked(adata: AnnData, layer: str, holdout_key: str) -> None:
     made_on, current = str(params.get("holdout_id", NONE)), str(holdout.get("holdout_id", NONE))
     if NONE not in (made_on, current) and made_on != current:
         other = source[: -len(TRAIN_SUFFIX)] if source.endswith(TRAIN_SUFFIX) else None
-        if other is not None and other != holdout_key and holdout_id_of(adata, source) == made_on:
+        if other is not None and other != holdout_key:
+            if holdout_id_of(adata, source) == made_on:
+                fix = f"score it with `holdout_key={other!r}`"
+            else:
+                fix = f"that holdout was run again since, so impute it again from `{source}` (or from `{holdout_key}{TRAIN_SUFFIX}`)"
             msg = (
                 f"`adata.layers[{layer!r}]` was computed from `{source}`, the training layer of another holdout "
-                f"(`adata.uns[{other!r}]`), not of `adata.uns[{holdout_key!r}]`: score it with "
-                f"`holdout_key={other!r}`."
+                f"(`adata.uns[{other!r}]`), not of `adata.uns[{holdout_key!r}]`: {fix}."
             )
             raise ValueError(msg)
         msg = (

@@ -36,6 +36,9 @@ def float32_default():
     parameters would otherwise be float64 and meet float32 inputs.
     """
     previous = torch.get_default_dtype()
+    if previous == torch.float32:  # the usual case: no write to the process-wide setting (threads)
+        yield
+        return
     torch.set_default_dtype(torch.float32)
     try:
         yield

@@ -293,7 +293,7 @@ class ImputationModel:
         ours, theirs = set(self.var_names), set(names)
         missing = [g for g in self.var_names if g not in theirs]
         extra = [g for g in names if g not in ours]
-        if not missing and not extra and len(names) != len(theirs):
+        if len(names) != len(theirs):
             msg = (
                 f"`adata.var_names` are not unique ({len(names) - len(theirs)} repeated); the model's genes are "
                 "unique: run `adata.var_names_make_unique()` or drop the repeats."
