@@ -236,6 +236,16 @@ def test_holdout_draws_report(tmp_path):
                     row |= {"rmse_log1p": 0.26, "pearson_log1p": 0.83, "floor_rmse_log1p": 0.34}
                 rows.append(row)
     pd.DataFrame(rows).to_csv(parts / "holdout_draws_151673.csv", index=False)
+    scores = [  # the fused model beats positional on both scores in draw 0 only
+        {"section": "151673", "draw": d, "method": m, "rmse_log1p": r, "pearson_log1p": p}
+        for d, m, r, p in [
+            (0, "multimodal", 0.26, 0.83),
+            (1, "multimodal", 0.26, 0.83),
+            (0, "positional", 0.27, 0.82),
+            (1, "positional", 0.25, 0.82),
+        ]
+    ]
+    pd.DataFrame(scores).to_csv(parts / "holdout_draws_scores_151673.csv", index=False)
     assert hd.main(["--stage", "report", "--parts", str(parts), "--out", str(tmp_path / "out")]) == 0
     text = (tmp_path / "out" / "holdout_draws_dlpfc.md").read_text()
     assert "| 151673 | leiden | smoothed training matrix (the bar) | 0.4000 | 0.1414 | 0.3000 | 0.5000 |  |" in text
@@ -249,3 +259,4 @@ def test_holdout_draws_report(tmp_path):
     )  # 0.275 vs 0.25, 0.1, 0.4
     assert "| 151673 | kmeans | multimodal, output=normalized, smoothed | False | False | False |" in text  # ties
     assert "| 151673 | 1 | 0.2600 | 0.8300 | 0.3400 | 0.1000 | 0.3000 | 0.3500 | 0.4500 |" in text
+    assert "| 151673 | positional | 0.2600 | 0.2500 | 0.2700 | 0.8200 | 1 of 2 |" in text
