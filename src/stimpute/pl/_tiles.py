@@ -45,7 +45,9 @@ def tiles(
     same scale factor, same side of ``tile_scale`` spot diameters; shown before resizing). A red
     circle marks the spot and a cross its centre, so a wrong scale factor, coordinates in the wrong
     pixel frame or swapped x/y (the classic coordinate bug) show up as tiles that miss the tissue
-    pattern of the spots, e.g. the array's faint spot marks sitting off-centre.
+    pattern of the spots, e.g. the array's faint spot marks sitting off-centre. Like
+    :func:`stimpute.pp.image_features`, it also warns when the spots would sit on the tissue clearly
+    better with x and y swapped or an axis flipped.
 
     Parameters
     ----------
