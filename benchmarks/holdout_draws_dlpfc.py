@@ -20,11 +20,9 @@ Run from the repository root (about 15 minutes per section on one CPU thread; th
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 
-import anndata as ad
 import numpy as np
 import pandas as pd
 
@@ -43,11 +41,6 @@ ROWS = {  # layer prefix -> row name
 }
 
 
-def data_dir() -> Path:
-    env = os.environ.get("STIMPUTE_DATA")
-    return Path(env) if env else REPO.parent / "shared" / "data"
-
-
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
@@ -57,7 +50,7 @@ def run_section(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Clusters: one row per (draw, layer), ARI over CLUSTER_SEEDS clustering seeds (mean, sd, min, max), with the
     fused model's scores; scores: one row per (draw, method) with log1p RMSE and Pearson on the hidden entries."""
-    adata = ad.read_h5ad(data_dir() / f"dlpfc_{section}" / "adata.h5ad")
+    adata = st.datasets.dlpfc(section)
     st.pp.image_features(adata, key_added="X_image", progress=False)
     st.pp.spatial_smooth(adata, None, n_neighbors=6, key_added="sm_X")
     layers, draw_of, scores, score_rows = ["X", "sm_X"], {"X": -1, "sm_X": -1}, {}, []
@@ -257,17 +250,16 @@ def score_report(scores: pd.DataFrame) -> str:
 
 
 def _md(df: pd.DataFrame) -> str:
-    cols = list(df.columns)
-    out = ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]
-    for _, r in df.iterrows():
-        cells = [
-            f"{v:.4f}"
-            if isinstance(v, float) and np.isfinite(v)
-            else ("" if v is None or (isinstance(v, float) and not np.isfinite(v)) else str(v))
-            for v in r
-        ]
-        out.append("| " + " | ".join(cells) + " |")
-    return "\n".join(out)
+    """A markdown table: floats to 4 decimals, NaN as an empty cell."""
+
+    def cell(v) -> str:
+        if isinstance(v, float):
+            return f"{v:.4f}" if np.isfinite(v) else ""
+        return str(v)
+
+    lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
@@ -281,12 +273,10 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     parts = args.parts or args.out
     parts.mkdir(parents=True, exist_ok=True)
-    st.settings.verbosity = "error"
-    st.settings.progress_bar = False
-    import torch
-
-    torch.set_num_threads(1)
     if args.stage in ("all", "sections"):
+        from _measure import one_cpu_thread_quiet  # benchmarks/ is on the path when the script runs
+
+        one_cpu_thread_quiet("error")
         for section in args.sections:
             clusters, scores = run_section(section, tuple(args.draws), args.max_epochs)
             clusters.to_csv(parts / f"holdout_draws_{section}.csv", index=False)

@@ -139,6 +139,14 @@ def _run_script(name: str, *args: str, **env: str) -> subprocess.CompletedProces
     return subprocess.run(cmd, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=300, check=False)
 
 
+def _load_script(name: str):
+    """benchmarks/<name> imported as a module (its functions, without running it)."""
+    spec = importlib.util.spec_from_file_location(Path(name).stem, REPO / "benchmarks" / name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_image_her2st_quick(tmp_path, her2st_dir):
     """benchmarks/image_her2st.py --quick (real her2st sections, 200 genes, 5 epochs) writes sane tables."""
     proc = _run_script("image_her2st.py", "--quick", "--out", str(tmp_path), STIMPUTE_DATA=str(her2st_dir.parent))
@@ -167,9 +175,7 @@ def test_scale_quick(tmp_path):
 
 def test_cluster_seeds_report_merges_sections(tmp_path):
     """benchmarks/cluster_seeds.py --report: per-section tables -> one markdown table per section and a reading."""
-    spec = importlib.util.spec_from_file_location("cluster_seeds", REPO / "benchmarks" / "cluster_seeds.py")
-    cs = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cs)
+    cs = _load_script("cluster_seeds.py")
     parts = tmp_path / "parts"
     parts.mkdir()
     rng = np.random.default_rng(0)
@@ -215,9 +221,7 @@ def test_orientation_check_on_every_real_section(tmp_path):
 
 def test_holdout_draws_report(tmp_path):
     """benchmarks/holdout_draws_dlpfc.py --stage report: means over draws, paired wins over the bar, targets."""
-    spec = importlib.util.spec_from_file_location("holdout_draws", REPO / "benchmarks" / "holdout_draws_dlpfc.py")
-    hd = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(hd)
+    hd = _load_script("holdout_draws_dlpfc.py")
     parts = tmp_path / "parts"
     parts.mkdir()
     # two draws; Leiden: the smoothed readout beats the bar on draw 1 only, but on the mean over draws

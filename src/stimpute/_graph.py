@@ -12,7 +12,17 @@ from scipy import sparse
 
 from . import _logging as logg
 
-__all__ = ["spatial_graph", "warn_small_sections"]
+__all__ = ["median_neighbour_distance", "spatial_graph", "warn_small_sections"]
+
+
+def median_neighbour_distance(coords: np.ndarray) -> float:
+    """Median distance from each spot to its nearest other spot (the spot pitch); 0.0 for fewer than two spots."""
+    if coords.shape[0] < 2:
+        return 0.0
+    from sklearn.neighbors import NearestNeighbors
+
+    dist, _ = NearestNeighbors(n_neighbors=2).fit(coords).kneighbors(coords)
+    return float(np.median(dist[:, 1]))
 
 
 def spatial_graph(

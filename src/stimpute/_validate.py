@@ -108,8 +108,9 @@ def check_real_matrix(M: Any, where: str, *, purpose: str) -> np.ndarray:
     return vals
 
 
-def is_whole(vals: np.ndarray) -> bool:
-    """Whether every value of ``vals`` (stored values of a count matrix) is a whole number."""
+def is_whole(vals: np.ndarray | sparse.spmatrix) -> bool:
+    """Whether every value of ``vals`` (a count matrix, dense or sparse, or its stored values) is a whole number."""
+    vals = vals.data if sparse.issparse(vals) else np.asarray(vals)
     return not np.issubdtype(vals.dtype, np.floating) or bool(np.all(vals == np.round(vals)))
 
 

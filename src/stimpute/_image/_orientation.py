@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from .._graph import median_neighbour_distance
 from ..get import _spatial
 from ._io import to_rgb_uint8
 
@@ -99,14 +100,6 @@ def in_tissue_flags(adata: AnnData) -> np.ndarray | None:
     return words.map(known).to_numpy(dtype=bool)
 
 
-def spot_pitch(centres: np.ndarray) -> float:
-    """Median distance from a spot to its nearest spot."""
-    from scipy.spatial import cKDTree
-
-    distances, _ = cKDTree(centres).query(centres, k=2)
-    return float(np.median(distances[:, 1]))
-
-
 def orientation_warning(adata: AnnData, lib: str, coords: np.ndarray) -> str | None:
     """A warning when the spots of library ``lib`` (full-resolution ``coords``) fit the tissue clearly better after
     a mix-up of axes.
@@ -131,7 +124,7 @@ def orientation_warning(adata: AnnData, lib: str, coords: np.ndarray) -> str | N
     if flags is not None and flags.sum() >= MIN_GAIN_SPOTS:  # spots flagged off tissue are not expected on it
         coords = coords[flags]
     centres = coords * (scale / step)
-    if len(centres) * spot_pitch(centres) ** 2 < MIN_SPOT_COVERAGE * mask.sum():
+    if len(centres) * median_neighbour_distance(centres) ** 2 < MIN_SPOT_COVERAGE * mask.sum():
         return None
     placed = on_tissue(mask, centres)
     if placed is None or 1 - placed.mean() < MIN_OFF_TISSUE:

@@ -122,7 +122,8 @@ def prepare_tiles(
             "`adata.uns['spatial']`), not both."
         )
         raise ValueError(msg)
-    coords = _spatial.spatial_coords(adata)
+    all_coords = _spatial.spatial_coords(adata)
+    coords = all_coords
     names = np.asarray(adata.obs_names)
     if obs_names is not None:
         if not adata.obs_names.is_unique:
@@ -141,11 +142,11 @@ def prepare_tiles(
     try:
         if source.kind != "uns":
             _check_source_size(adata, lib, source)
-        _check_coords(adata, lib, source, _spatial.spatial_coords(adata))
+        _check_coords(adata, lib, source, all_coords)
     except Exception:
         source.close()
         raise
-    mixup = orientation_warning(adata, lib, _spatial.spatial_coords(adata))
+    mixup = orientation_warning(adata, lib, all_coords)
     if mixup is not None:
         logg.warning(mixup)
     spec = TileSpec(source, coords, names, diameter, float(tile_scale), lib)

@@ -79,10 +79,9 @@ def _masked_batch_loss(
     needs_zeros = loss != "mse" or net.detection
     if needs_zeros:
         # one draw over all entries: the masked non-zero entries are hidden from the input, and the
-        # masked entries (zeros included) are the targets of the count likelihoods and the detection head
-        masked_all = (torch.rand(x.shape, generator=gen, device="cpu") < mask_fraction).to(
-            device
-        )  # masks cross, not floats
+        # masked entries (zeros included) are the targets of the count likelihoods and the detection head; the
+        # boolean mask goes to the device, not the floats it is drawn from
+        masked_all = (torch.rand(x.shape, generator=gen, device="cpu") < mask_fraction).to(device)
         masked = observed & masked_all
     else:  # only the observed entries need a draw
         masked = torch.zeros_like(observed)

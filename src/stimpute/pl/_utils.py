@@ -15,6 +15,7 @@ from anndata import AnnData
 from .. import _logging as logg
 from .. import get
 from .._constants import LIBRARY_COLUMN, SPATIAL_KEY
+from .._graph import median_neighbour_distance
 from ..get._spatial import other_sections_possible, suggested_library_key
 
 if TYPE_CHECKING:
@@ -122,12 +123,7 @@ def _has_images(adata: AnnData, library_id: str | None) -> bool:
 
 
 def _neighbour_distance(coords: np.ndarray) -> float:
-    if coords.shape[0] < 2:
-        return 1.0
-    from sklearn.neighbors import NearestNeighbors
-
-    dist, _ = NearestNeighbors(n_neighbors=2).fit(coords).kneighbors(coords)
-    d = float(np.median(dist[:, 1]))
+    d = median_neighbour_distance(coords)
     return d if d > 0 else 1.0
 
 

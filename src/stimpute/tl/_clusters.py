@@ -215,7 +215,7 @@ def compare_clusters(
         _check_values(get_matrix(adata, layer), layer)
     if "X" in layers and "log1p" in adata.uns:
         M = get_matrix(adata, "X")
-        if not is_whole(M.data if sparse.issparse(M) else np.asarray(M)):
+        if not is_whole(M):
             logg.warning(
                 "`adata.X` looks log-normalised (`adata.uns['log1p']` is set and it holds non-integer values); "
                 "every layer is normalised and log-transformed here, so X would be transformed twice. Cluster "

@@ -749,7 +749,7 @@ def _check_inputs(
     X = get_matrix(adata, layer)
     name = "adata.X" if layer in (None, "X") else f"adata.layers[{layer!r}]"
     check_counts(X, name=name, integer=False)
-    if training and not is_whole(X.data if sparse.issparse(X) else np.asarray(X)):
+    if training and not is_whole(X):
         logg.warning(
             f"`{name}` holds non-integer values; the models expect raw counts (a normalised or log-transformed "
             "layer is imputed as if it were counts). Pass `layer=` naming raw counts if you have them."
