@@ -576,7 +576,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from stimpute._model._device import resolve_device
+    from stimpute._nn._device import resolve_device
 
     torch.set_num_threads(args.threads)
     device = str(resolve_device(None))

@@ -230,16 +230,18 @@ def test_files_jpeg_draft_tiff_png(synthetic, tmp_path):
     assert min(agree) > 0.9
 
 
-def test_source_image_path_from_metadata(synthetic, tmp_path, caplog):
+def test_source_image_path_from_metadata(synthetic, tmp_path):
     Image.fromarray(_fullres(synthetic)).save(tmp_path / "slide.png")
     synthetic.uns["spatial"]["synthetic"]["metadata"]["source_image_path"] = str(tmp_path / "slide.png")
     out = st.pp.image_features(synthetic, copy=True)
     assert out.uns["X_image"]["params"]["image"] == "slide.png"
-    assert st.pp.image_features(synthetic, img_key="lowres", copy=True).uns["X_image"]["params"]["image"] == "lowres"
+    with pytest.warns(st.ImageFeatureWarning, match="Tiles are only"):  # the lowres image is tiny
+        lowres = st.pp.image_features(synthetic, img_key="lowres", copy=True)
+    assert lowres.uns["X_image"]["params"]["image"] == "lowres"
     synthetic.uns["spatial"]["synthetic"]["metadata"]["source_image_path"] = str(tmp_path / "gone.png")
-    out = st.pp.image_features(synthetic, copy=True)
+    with pytest.warns(st.ImageFeatureWarning, match="does not exist"):
+        out = st.pp.image_features(synthetic, copy=True)
     assert out.uns["X_image"]["params"]["image"] == "hires"
-    assert "does not exist" in caplog.text
 
 
 # CNN encoders ----------------------------------------------------------------------------------------------
@@ -356,19 +358,19 @@ def test_bad_arguments(synthetic):
     assert _unchanged(synthetic, snap)
 
 
-def test_missing_image(synthetic, caplog):
+def test_missing_image(synthetic):
     synthetic.uns["spatial"]["synthetic"]["images"] = {}
     snap = _snapshot(synthetic)
     with pytest.raises(KeyError, match=r"(?s)no H&E image for library 'synthetic'.*source_image="):
         st.pp.image_features(synthetic)
     assert _unchanged(synthetic, snap)
     # a full-resolution image still works without stored images; a blank one gives zero components
-    st.pp.image_features(synthetic, source_image=np.full((1800, 1800, 3), 200, np.uint8))
+    with pytest.warns(st.ImageFeatureWarning, match="constant across spots"):
+        st.pp.image_features(synthetic, source_image=np.full((1800, 1800, 3), 200, np.uint8))
     assert synthetic.obsm["X_image"].shape[0] == synthetic.n_obs and not synthetic.obsm["X_image"].any()
-    assert "constant across spots" in caplog.text
 
 
-def test_spots_outside_image(synthetic, caplog):
+def test_spots_outside_image(synthetic):
     snap = _snapshot(synthetic)
     scaled = synthetic.copy()
     scaled.obsm["spatial"] = scaled.obsm["spatial"] / 0.2  # coordinates blown up by 1 / tissue_hires_scalef
@@ -378,17 +380,16 @@ def test_spots_outside_image(synthetic, caplog):
         st.pp.image_features(scaled)
     small = synthetic.copy()
     small.obsm["spatial"] = small.obsm["spatial"] * 0.05  # coordinates in lowres pixels
-    st.pp.image_features(small, copy=True)
-    assert "top-left corner" in caplog.text and "lowres pixels" in caplog.text
-    caplog.clear()
+    with pytest.warns(st.ImageFeatureWarning, match="(?s)top-left corner.*lowres pixels"):
+        st.pp.image_features(small, copy=True)
     swapped = st.datasets.synthetic_visium(n_spots=60, n_genes=20)
     swapped.obsm["spatial"] = swapped.obsm["spatial"] * np.array([[1.0, 2.5]])  # now taller than the image
     with pytest.raises(ValueError, match="outside"):
         st.pp.image_features(swapped)
     few = synthetic.copy()
     few.obsm["spatial"][:3] = -500.0
-    st.pp.image_features(few, copy=True)
-    assert "3 of 200 spot centres lie outside" in caplog.text
+    with pytest.warns(st.ImageFeatureWarning, match="3 of 200 spot centres lie outside"):
+        st.pp.image_features(few, copy=True)
     assert _unchanged(synthetic, snap)
 
 
@@ -471,9 +472,9 @@ def test_her2st_loader_records_the_jpg(monkeypatch):
     assert adata.obsm["X_image"].shape == (180, 10)
 
 
-def test_dlpfc_lowres_tiles_are_tiny(dlpfc, caplog):
-    st.pp.image_features(dlpfc[:300].copy(), n_comps=10)
-    assert "Tiles are only 5 px wide in image 'lowres'" in caplog.text
+def test_dlpfc_lowres_tiles_are_tiny(dlpfc):
+    with pytest.warns(st.ImageFeatureWarning, match="Tiles are only 5 px wide in image 'lowres'"):
+        st.pp.image_features(dlpfc[:300].copy(), n_comps=10)
 
 
 @pytest.mark.parametrize("size", [(1001, 803), (1024, 768)])
@@ -538,7 +539,7 @@ def test_big_endian_uint16_image(tmp_path):
         assert rgb[1, 0, 0].tolist() == [255, 255, 255]  # padding outside the image is white
 
 
-def test_several_libraries_warn(synthetic, caplog):
+def test_several_libraries_warn(synthetic):
     """With several sections in uns['spatial'], every spot is cut from the chosen library's image: say so."""
     from stimpute.get._spatial import set_spatial
 
@@ -546,8 +547,8 @@ def test_several_libraries_warn(synthetic, caplog):
     set_spatial(synthetic, "other", images={"lowres": entry["images"]["lowres"]}, scalefactors=entry["scalefactors"])
     with pytest.raises(ValueError, match="pass `library_id=` to pick one.*library_key="):
         st.pp.image_features(synthetic)
-    st.pp.image_features(synthetic, library_id="synthetic")
-    assert "every spot is cut from library 'synthetic'" in caplog.text
+    with pytest.warns(st.SectionWarning, match="every spot is cut from library 'synthetic'"):
+        st.pp.image_features(synthetic, library_id="synthetic")
 
 
 def test_damaged_source_images(synthetic, tmp_path):
@@ -722,12 +723,12 @@ def test_reference_compares_the_cnn_weights(syn60, r18_checkpoint, tmp_path):
         st.pp.image_features(other, encoder="resnet18", weights="random", tile_size=32, reference=syn60, random_state=5)
 
 
-def test_reference_warns_about_another_resolution(synthetic, caplog):
+def test_reference_warns_about_another_resolution(synthetic):
     st.pp.image_features(synthetic, img_key="hires", n_comps=8, progress=False)
     other = st.datasets.synthetic_visium(n_spots=40, n_genes=20, random_state=10)
-    with caplog.at_level("WARNING"):
+    with pytest.warns(st.ImageFeatureWarning) as record:  # the lowres tiles are also tiny: a second warning
         st.pp.image_features(other, img_key="lowres", reference=synthetic, progress=False)
-    assert "not comparable" in caplog.text
+    assert any("not comparable" in str(w.message) for w in record)
 
 
 def _mixed_up(coords: np.ndarray, height: float, width: float) -> dict[str, np.ndarray]:
@@ -752,7 +753,7 @@ def test_orientation_check_on_dlpfc(dlpfc):
         assert message is not None and f"with {name}:" in message, name
 
 
-def test_image_features_warn_about_swapped_coordinates(synthetic, caplog):
+def test_image_features_warn_about_swapped_coordinates(synthetic):
     """Tissue on the left of the image only: coordinates mirrored left-right put the spots on the glass."""
     lib = st.get.library_id(synthetic)
     coords = st.get.spatial_coords(synthetic)
@@ -762,15 +763,16 @@ def test_image_features_warn_about_swapped_coordinates(synthetic, caplog):
         img = left.uns["spatial"][lib]["images"][key]
         scale = st.get.scale_factor(left, lib, key)
         img[:, int(np.ceil((x_max + 40) * scale)) :] = 1.0 if img.dtype.kind == "f" else 255  # glass
-    st.pp.image_features(left, copy=True)
-    assert "sit on tissue" not in caplog.text
+    st.pp.image_features(left, copy=True)  # filterwarnings=error: no warning
     height, width = (
         s / st.get.scale_factor(left, lib, "hires") for s in left.uns["spatial"][lib]["images"]["hires"].shape[:2]
     )
     left.obsm["spatial"] = _mixed_up(st.get.spatial_coords(left), height, width)["the x axis flipped"]
     snap = _snapshot(left)
-    st.pp.image_features(left, copy=True)
-    assert "with the x axis flipped: `adata.obsm['spatial']` may be in another orientation" in caplog.text
+    with pytest.warns(st.ImageFeatureWarning) as record:  # the tiles are then all glass: constant features too
+        st.pp.image_features(left, copy=True)
+    expected = "with the x axis flipped: `adata.obsm['spatial']` may be in another orientation"
+    assert any(expected in str(w.message) for w in record)
     assert _unchanged(left, snap)
 
 

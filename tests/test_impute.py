@@ -11,8 +11,8 @@ import pytest
 from scipy import sparse
 
 import stimpute as st
+from stimpute import _knn
 from stimpute._graph import spatial_graph
-from stimpute.tl import _knn
 
 torch = pytest.importorskip("torch")
 
@@ -281,7 +281,7 @@ def test_spatial_regulariser_smooths_autoencoder(held):
 
 
 def test_split_observed_uses_only_stored_entries():
-    from stimpute._model._data import split_observed
+    from stimpute._nn._data import split_observed
 
     rng = np.random.default_rng(0)
     dense = rng.poisson(0.5, size=(60, 40)).astype(np.float32)
@@ -475,7 +475,8 @@ def test_too_large_for_memory(held):
 
 
 def test_memory_check_counts_the_spatial_reg_cache(held):
-    from stimpute.tl._impute import _estimate_parameters, _method_options
+    from stimpute.tl._impute_options import estimate_parameters as _estimate_parameters
+    from stimpute.tl._impute_options import method_options as _method_options
 
     dense_gb = held.n_obs * held.n_vars * 4 / 1e9
     model_gb = (
@@ -548,7 +549,7 @@ def test_dlpfc_smoke(dlpfc):
 
 def test_neighbour_features_without_cache_match(synthetic, monkeypatch, one_torch_thread):
     """Large sections compute the neighbours' features per minibatch instead of caching them: same result."""
-    from stimpute._model import _data
+    from stimpute._nn import _data
 
     st.pp.holdout(synthetic, fraction=0.5, random_state=0)
     kw = {"method": "multimodal", "layer": "holdout_train", "max_epochs": 3, "random_state": 0}
@@ -636,7 +637,7 @@ def test_float64_default_dtype_gives_the_float32_result(held, tmp_path, method, 
 
 
 def test_validation_uses_only_spots_with_counts():
-    from stimpute._model._data import fresh_norm, prepare
+    from stimpute._nn._data import fresh_norm, prepare
 
     adata = st.datasets.synthetic_visium(n_spots=120, n_genes=40)
     empty = np.arange(0, 120, 4)  # a quarter of the spots without counts, as after strategy="spots"
@@ -685,13 +686,12 @@ def test_spatial_reg_model_predicts_without_coordinates(held):
         st.tl.impute(bare, "autoencoder", layer="holdout_train", spatial_reg=1.0, max_epochs=1)
 
 
-def test_non_integer_input_is_flagged(held, caplog):
+def test_non_integer_input_is_flagged(held):
     held.layers["lognorm"] = np.log1p(held.layers["holdout_train"].toarray()).astype(np.float32)
-    st.tl.impute(held, "knn", layer="lognorm", key_added="k")
-    assert "holds non-integer values; the models expect raw counts" in caplog.text
-    caplog.clear()
-    st.tl.impute(held, "knn", layer="holdout_train", key_added="k2")
-    assert "non-integer" not in caplog.text
+    with pytest.warns(st.InputWarning, match="holds non-integer values; the models expect raw counts") as record:
+        st.tl.impute(held, "knn", layer="lognorm", key_added="k")
+    assert record[0].filename == __file__  # attributed to the caller, not to stimpute
+    st.tl.impute(held, "knn", layer="holdout_train", key_added="k2")  # filterwarnings=error: no warning
 
 
 @pytest.mark.parametrize(
@@ -708,7 +708,7 @@ def test_non_integer_input_is_flagged(held, caplog):
 def test_validation_on_entries_matches_the_full_output(held, monkeypatch, kwargs):
     """The default loss is validated at the validation entries only, from inputs read once: the loss of the full
     output up to float rounding, hence the same training."""
-    from stimpute._model import _train
+    from stimpute._nn import _train
 
     kw = {"layer": "holdout_train", "max_epochs": 4, "random_state": 0, **kwargs}
     st.tl.impute(held, key_added="entries", **kw)
@@ -723,7 +723,7 @@ def test_validation_on_entries_matches_the_full_output(held, monkeypatch, kwargs
 
 def test_dense_neighbour_cache_stays_within_the_memory_budget(monkeypatch):
     """Dense rates are kept only when the whole cache (CSR means + dense arrays) fits NEIGHBOUR_CACHE_BYTES."""
-    from stimpute._model import _data
+    from stimpute._nn import _data
 
     rng = np.random.default_rng(0)
     mean = sparse.random(200, 100, density=0.5, format="csr", dtype=np.float32, random_state=rng)
@@ -742,7 +742,7 @@ def test_dense_neighbour_cache_stays_within_the_memory_budget(monkeypatch):
 
 def test_prepare_asks_the_budget_before_densifying(synthetic, monkeypatch):
     """The neighbour cache goes through `_keep_dense`: refused, the rates stay CSR (and the layer is the same)."""
-    from stimpute._model import _data, _fit
+    from stimpute._nn import _data, _fit
 
     st.pp.holdout(synthetic, fraction=0.5, random_state=0)
     kw = {"method": "multimodal", "layer": "holdout_train", "max_epochs": 2, "random_state": 0}
@@ -760,7 +760,7 @@ def test_prepare_asks_the_budget_before_densifying(synthetic, monkeypatch):
 @pytest.mark.parametrize("density", [0.0, 2.0])  # always dense, never dense
 def test_dense_neighbour_cache_matches_csr(synthetic, monkeypatch, density):
     """Nearly dense neighbour features are cached as dense arrays (faster minibatch rows): same result as CSR."""
-    from stimpute._model import _data, _fit
+    from stimpute._nn import _data, _fit
 
     st.pp.holdout(synthetic, fraction=0.5, random_state=0)
     kw = {"method": "multimodal", "layer": "holdout_train", "max_epochs": 3, "random_state": 0}

@@ -393,7 +393,7 @@ def test_maps_draw_any_stored_image_like_the_tiles(syn, convert, grey):
     assert np.abs(now - want).max() <= 1.0
 
 
-def test_several_libraries_warn(syn, caplog):
+def test_several_libraries_warn(syn):
     """With several sections in uns['spatial'], every spot is drawn on the chosen library's image: say so."""
     from stimpute.get._spatial import set_spatial
 
@@ -401,8 +401,7 @@ def test_several_libraries_warn(syn, caplog):
     set_spatial(syn, "other", images={"lowres": entry["images"]["lowres"]}, scalefactors=entry["scalefactors"])
     with pytest.raises(ValueError, match="pass `library_id=` to pick one.*library_key="):
         st.pl.genes(syn, [syn.var_names[0]], ["X"], show=False)
-    with caplog.at_level("WARNING"):
+    with pytest.warns(st.SectionWarning, match="every spot is drawn with the scale and image of library 'synthetic'"):
         st.pl.genes(syn, [syn.var_names[0]], ["X"], library_id="synthetic", show=False)
-    assert "every spot is drawn with the scale and image of library 'synthetic'" in caplog.text
     with pytest.raises(KeyError, match=r"library_id='nope'.*available: \['synthetic', 'other'\]"):
         st.pl.genes(syn, [syn.var_names[0]], ["X"], library_id="nope", show=False)

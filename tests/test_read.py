@@ -267,7 +267,8 @@ def test_hires_loaded_when_present(tmp_path, dlpfc_folder, subset):
 def test_no_image_at_all(tmp_path, dlpfc_folder, subset):
     folder = _small_folder(tmp_path, dlpfc_folder, subset, positions="v2")
     (folder / "spatial" / "tissue_lowres_image.png").unlink()
-    adata = st.read_visium(folder)
+    with pytest.warns(st.ImageFeatureWarning, match="no tissue_hires_image.png or tissue_lowres_image.png"):
+        adata = st.read_visium(folder)
     assert adata.uns["spatial"]["sub1"]["images"] == {}
     with pytest.raises(KeyError, match="no H&E image"):
         st.get.img_key(adata)
@@ -420,7 +421,8 @@ def test_readme_quick_start_runs_on_a_space_ranger_folder(tmp_path, dlpfc_folder
     sub = sub[:, np.sort(genes)].copy()
     folder = _small_folder(tmp_path, dlpfc_folder, sub, positions="v1")
     namespace: dict = {}
-    exec(compile(code.replace("path/to/spaceranger/outs", str(folder)), "README.md", "exec"), namespace)
+    with pytest.warns(st.ImageFeatureWarning, match="Tiles are only"):  # the small folder has a lowres image only
+        exec(compile(code.replace("path/to/spaceranger/outs", str(folder)), "README.md", "exec"), namespace)
     adata = namespace["adata"]
     scores = adata.uns["clusters"]["scores"]
     assert list(scores.index) == [

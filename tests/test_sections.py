@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import anndata as ad
 import numpy as np
 import pytest
@@ -9,7 +11,7 @@ from scipy import sparse
 
 import stimpute as st
 from stimpute._graph import spatial_graph
-from stimpute._model._data import position_features
+from stimpute._nn._data import position_features
 
 from .conftest import require_data
 
@@ -183,7 +185,8 @@ def test_image_features_cut_each_spot_from_its_own_library(tmp_path):
         rows = both.obsm["X_image"][(both.obs["library_id"] == lib).to_numpy()]
         np.testing.assert_allclose(alone.obsm["X_image"], rows, rtol=1e-5, atol=1e-5)
     # the two sections' images differ (different seeds), so cutting every spot from A's image is not the same
-    st.pp.image_features(both, library_id="A", n_comps=8, key_added="from_A")
+    with pytest.warns(st.SectionWarning, match="every spot is cut from library 'A'"):
+        st.pp.image_features(both, library_id="A", n_comps=8, key_added="from_A")
     b_rows = (both.obs["library_id"] == "B").to_numpy()
     assert not np.allclose(both.obsm["from_A"][b_rows], both.obsm["X_image"][b_rows], atol=1e-3)
     both.write_h5ad(tmp_path / "both.h5ad")
@@ -204,7 +207,8 @@ def test_image_features_bad_library_input_leaves_adata_untouched(kwargs, error, 
     both.obs["other"] = both.obs["library_id"].astype(str).replace({"B": "C"})
     kwargs = {"library_key": "library_id", **kwargs}
     obsm, uns = set(both.obsm), set(both.uns)
-    with pytest.raises(error, match=match):
+    with pytest.raises(error, match=match), warnings.catch_warnings():
+        warnings.simplefilter("ignore", st.SectionWarning)  # library_key="other" names a library that is not in uns
         st.pp.image_features(both, **kwargs)
     assert set(both.obsm) == obsm and set(both.uns) == uns
 
@@ -217,21 +221,16 @@ def test_default_multimodal_on_two_sections_computes_image_features_per_library(
     assert np.isfinite(both.layers["imputed_multimodal"]).all()
 
 
-def test_one_section_cut_from_a_joined_object_draws_and_tiles_without_warning(caplog):
+def test_one_section_cut_from_a_joined_object_draws_and_tiles_without_warning():
     both = _two_sections()
     gene = [both.var_names[0]]
-    with caplog.at_level("WARNING"):
+    with pytest.warns(st.SectionWarning, match="every spot is drawn with the scale and image of library 'A'"):
         st.pl.genes(both, gene, ["X"], library_id="A", show=False)
-    assert "every spot is drawn with the scale and image of library 'A'" in caplog.text
-    caplog.clear()
     a = both[both.obs["library_id"] == "A"]  # uns still holds both libraries; obs says every spot is A's
-    with caplog.at_level("WARNING"):
-        st.pl.genes(a, gene, ["X"], library_id="A", show=False)
-        st.pp.image_features(a.copy(), library_id="A", n_comps=4)
-    assert "several libraries" not in caplog.text
-    with caplog.at_level("WARNING"):
+    st.pl.genes(a, gene, ["X"], library_id="A", show=False)  # filterwarnings=error: no warning
+    st.pp.image_features(a.copy(), library_id="A", n_comps=4)
+    with pytest.warns(st.SectionWarning, match="every spot is cut from library 'A'"):
         st.pp.image_features(both, library_id="A", n_comps=4)
-    assert "every spot is cut from library 'A'" in caplog.text
 
 
 def test_image_method_on_joined_object_asks_for_library_key():
@@ -250,7 +249,7 @@ def test_suggested_column_is_library_id_not_a_numeric_one():
     both = ad.concat(parts, label="library_id", uns_merge="unique", index_unique="-")
     with pytest.raises(ValueError, match="library_key='library_id'"):
         st.pp.spatial_smooth(both)
-    from stimpute.get._spatial import library_column, other_sections_possible
+    from stimpute.get._sections import library_column, other_sections_possible
 
     assert library_column(both) == "library_id"
     assert other_sections_possible(both, "1")
@@ -296,12 +295,11 @@ def test_one_source_spot_is_every_other_spot_s_neighbour():
     np.testing.assert_allclose(g.toarray()[3], [0.5, 0.5, 0, 0])
 
 
-def test_small_section_warns(caplog):
+def test_small_section_warns():
     parts = {"A": _section(0, "A"), "B": _section(1, "B")[:5].copy()}
     both = ad.concat(parts, label="library_id", uns_merge="unique", index_unique="-")
-    with caplog.at_level("WARNING"):
+    with pytest.warns(st.SectionWarning, match=r"1 section\(s\) have at most 8 spots \(the smallest: 5\)"):
         st.pp.spatial_smooth(both, library_key="library_id", n_neighbors=8)
-    assert "1 section(s) have at most 8 spots (the smallest: 5)" in caplog.text
 
 
 def test_compare_clusters_scores_each_section(tmp_path):
@@ -373,21 +371,22 @@ def test_plot_of_part_of_a_section_scores_the_spots_drawn():
     assert f"ARI {want:.2f} ({part.n_obs:,} spots drawn)" in title and "section" not in title
 
 
-def test_library_key_not_naming_the_libraries_warns(caplog):
+def test_library_key_not_naming_the_libraries_warns():
     both = _two_sections()
-    with caplog.at_level("WARNING"):
+    with pytest.warns(st.SectionWarning) as record:  # the domains are also small "sections"
         st.pp.spatial_smooth(both, library_key="domain")
-    assert "not libraries of `adata.uns['spatial']`" in caplog.text
+    assert any("not libraries of `adata.uns['spatial']`" in str(w.message) for w in record)
 
 
-def test_libraries_at_different_resolutions_warn(caplog):
+def test_libraries_at_different_resolutions_warn():
     both = _two_sections()
     del both.uns["spatial"]["B"]["images"]["hires"]  # B is tiled from its lowres image, A from hires
-    with caplog.at_level("WARNING"):
+    with pytest.warns(st.ImageFeatureWarning) as record:
         st.pp.image_features(both, library_key="library_id", n_comps=4)
-    assert "very different resolutions" in caplog.text
-    assert "of library 'B'" in caplog.text  # the small-tile warning names the library ...
-    assert "source_image_path" in caplog.text  # ... and suggests what library_key allows
+    text = "\n".join(str(w.message) for w in record)
+    assert "very different resolutions" in text
+    assert "of library 'B'" in text  # the small-tile warning names the library ...
+    assert "source_image_path" in text  # ... and suggests what library_key allows
 
 
 def test_records_always_hold_library_key():
@@ -456,22 +455,21 @@ def test_joined_object_with_a_constant_library_column_is_still_refused():
         st.pp.spatial_smooth(both)
 
 
-def test_predict_warns_about_small_sections(caplog):
+def test_predict_warns_about_small_sections():
     parts = {"A": _section(0, "A"), "B": _section(1, "B")[:5].copy()}
     both = ad.concat(parts, label="library_id", uns_merge="unique", index_unique="-")
-    model = st.tl.impute(
-        both,
-        "multimodal",
-        modalities=("counts", "position"),
-        library_key="library_id",
-        max_epochs=1,
-        n_neighbors=6,
-        return_model=True,
-    )
-    caplog.clear()
-    with caplog.at_level("WARNING"):
+    with pytest.warns(st.SectionWarning, match="at most 6 spots"):
+        model = st.tl.impute(
+            both,
+            "multimodal",
+            modalities=("counts", "position"),
+            library_key="library_id",
+            max_epochs=1,
+            n_neighbors=6,
+            return_model=True,
+        )
+    with pytest.warns(st.SectionWarning, match="at most 6 spots"):
         model.predict(both, library_key="library_id", key_added="again")
-    assert "at most 6 spots" in caplog.text
 
 
 def test_evaluate_groupby_keeps_groups_without_hidden_entries_and_their_type():
@@ -503,16 +501,18 @@ def test_plot_of_same_number_of_other_spots_is_rescored():
         warnings.simplefilter("ignore", UserWarning)  # duplicate names, made unique below
         other = both[idx].copy()
         other.obs_names_make_unique()
-    fig = st.pl.compare_clusters(other, library_id="A", return_fig=True)
+    with pytest.warns(st.SectionWarning, match="holds several libraries"):  # both sections, drawn on A's image
+        fig = st.pl.compare_clusters(other, library_id="A", return_fig=True)
     want = adjusted_rand_score(other.obs["domain"].astype(str), other.obs["clusters_X"].astype(str))
     assert f"ARI {want:.2f} ({other.n_obs:,} spots drawn)" in fig.axes[0].get_title()
 
 
-def test_small_tiles_of_several_libraries_warn_once(caplog):
+def test_small_tiles_of_several_libraries_warn_once():
     both = _two_sections()
     for lib in ("A", "B"):
         del both.uns["spatial"][lib]["images"]["hires"]  # lowres only: tiles of a few pixels
-    with caplog.at_level("WARNING"):
+    with pytest.warns(st.ImageFeatureWarning, match="Tiles are only") as record:
         st.pp.image_features(both, library_key="library_id", n_comps=4)
-    assert caplog.text.count("Tiles are only") == 1
-    assert "of library 'A'" in caplog.text and "of library 'B'" in caplog.text
+    messages = [str(w.message) for w in record]
+    assert sum("Tiles are only" in m for m in messages) == 1
+    assert any("of library 'A'" in m and "of library 'B'" in m for m in messages)

@@ -5,15 +5,24 @@ evaluate, compare clusters), ``st.pl`` (plots), ``st.get`` (spatial accessors), 
 ``st.read_visium`` and ``st.settings``. Importing stimpute does not import torch.
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
 from . import datasets, get, pl, pp, tl
 from ._io import read_visium
 from ._settings import settings
+from ._version import __version__
+from ._warnings import ImageFeatureWarning, InputWarning, ReadoutWarning, SectionWarning, StimputeWarning
 
-try:
-    __version__ = version("stimpute")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree without installation
-    __version__ = "0.0.0"
-
-__all__ = ["datasets", "get", "pl", "pp", "read_visium", "settings", "tl", "__version__"]
+__all__ = [
+    "ImageFeatureWarning",
+    "InputWarning",
+    "ReadoutWarning",
+    "SectionWarning",
+    "StimputeWarning",
+    "datasets",
+    "get",
+    "pl",
+    "pp",
+    "read_visium",
+    "settings",
+    "tl",
+    "__version__",
+]

@@ -8,6 +8,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from ._constants import IMPUTED_PREFIX
+
 __all__ = ["main"]
 
 
@@ -85,7 +87,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     st.pp.holdout(adata, fraction=0.5, strategy="entries", random_state=args.seed)
     layers, cluster_layers = [], []
     for method in args.methods:
-        key = f"imputed_{method}"
+        key = IMPUTED_PREFIX + method
         kwargs = {"max_epochs": args.max_epochs} if args.max_epochs is not None and method != "knn" else {}
         model = st.tl.impute(
             adata,
@@ -143,9 +145,9 @@ def _positive_int(text: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``stimpute`` command line."""
-    from . import __version__
+    from ._constants import METHODS
     from ._settings import check_device_name, settings
-    from .tl._impute import METHODS
+    from ._version import __version__
 
     parser = argparse.ArgumentParser(prog="stimpute", description="Multimodal imputation of spatial transcriptomics.")
     parser.add_argument("--version", action="version", version=f"stimpute {__version__}")

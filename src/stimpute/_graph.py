@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import sparse
 
-from . import _logging as logg
+from ._warnings import SectionWarning, warn
 
 __all__ = ["median_neighbour_distance", "spatial_graph", "warn_small_sections"]
 
@@ -132,7 +132,8 @@ def warn_small_sections(groups: np.ndarray | None, n_neighbors: int) -> None:
     sizes = np.unique(groups, return_counts=True)[1]
     small = sizes <= n_neighbors
     if small.any():
-        logg.warning(
+        warn(
             f"{int(small.sum())} section(s) have at most {n_neighbors} spots (the smallest: {int(sizes.min())}); "
-            f"their spots have fewer than `n_neighbors={n_neighbors}` neighbours: all the other spots of their section."
+            f"their spots have fewer than `n_neighbors={n_neighbors}` neighbours: all the other spots of their section.",
+            SectionWarning,
         )

@@ -15,7 +15,8 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
-from ._constants import SPATIAL_KEY
+from ._constants import HOLDOUT_KEY, SPATIAL_KEY
+from ._sparse import as_csr  # noqa: F401 (re-exported: the AnnData-facing code reads it from here)
 
 __all__ = [
     "check_adata",
@@ -54,7 +55,7 @@ def check_layer(adata: AnnData, layer: str | None, *, name: str = "layer") -> No
         raise TypeError(msg)
     if layer not in adata.layers:
         msg = f"`adata.layers[{layer!r}]` not found (`{name}`); available layers: {list(adata.layers)}."
-        if layer.startswith("holdout"):
+        if layer.startswith(HOLDOUT_KEY):
             msg += " Run `st.pp.holdout(adata)` first to create the holdout layers."
         raise KeyError(msg)
 
@@ -63,23 +64,6 @@ def get_matrix(adata: AnnData, layer: str | None) -> np.ndarray | sparse.spmatri
     """Return ``adata.X`` (``layer`` None or ``"X"``) or ``adata.layers[layer]`` without copying."""
     check_layer(adata, layer)
     return adata.X if layer is None or layer == "X" else adata.layers[layer]
-
-
-def as_csr(M: np.ndarray | sparse.spmatrix, dtype=None, *, copy: bool = False) -> sparse.csr_matrix:
-    """``M`` as a CSR matrix in canonical format (sorted indices, no duplicate entries).
-
-    A user's sparse layer may hold several stored entries for one spot and gene (valid in scipy, summed on
-    use). Code that reads ``.data`` entry by entry (``log1p``, gene maxima, the observed entries) needs them
-    summed first; this never does that in place on the user's arrays: a non-canonical matrix is always
-    copied. With ``copy=False`` a canonical CSR input of the right dtype is returned without copying, so
-    callers must not change it in place.
-    """
-    C = sparse.csr_matrix(M, dtype=dtype, copy=copy)
-    if not C.has_canonical_format:
-        if not copy:
-            C = C.copy()
-        C.sum_duplicates()
-    return C
 
 
 def _values(X: np.ndarray | sparse.spmatrix) -> np.ndarray:

@@ -3,7 +3,7 @@
 Three kinds of source:
 
 * an in-memory array (a stored ``hires``/``lowres`` image, or an array passed by the user): crops are gathered
-  with index arithmetic (:func:`stimpute.get._spatial.crop_centred`), the array is never copied or padded;
+  with index arithmetic (:func:`stimpute.get._crops.crop_centred`), the array is never copied or padded;
 * a TIFF file: memory-mapped with :func:`tifffile.memmap` when it is stored uncompressed and contiguous, read
   through tifffile's lazy zarr store when it is tiled or compressed (only the tiles under the crops are
   decoded), and decoded once as a last resort;
@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ..get._spatial import crop_centred
+from ..get._crops import crop_centred
 
 __all__ = ["ImageSource", "open_array", "open_file", "to_rgb_uint8"]
 

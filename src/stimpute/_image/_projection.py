@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .. import _logging as logg
+from .._warnings import ImageFeatureWarning, warn
 
 __all__ = [
     "PROJECTION_KEY",
@@ -47,7 +47,10 @@ def fit_projection(features: np.ndarray, n_comps: int | None) -> tuple[np.ndarra
 
     k = max(1, min(n_comps, z.shape[1], z.shape[0] - 1))
     if not np.any(z):
-        logg.warning("All image features are constant across spots (a blank image?); the components are zero.")
+        warn(
+            "All image features are constant across spots (a blank image?); the components are zero.",
+            ImageFeatureWarning,
+        )
         projection["components"] = np.zeros((k, z.shape[1]))
         return np.zeros((z.shape[0], k)), np.zeros(k), projection
     pca = PCA(n_components=k, svd_solver="full")

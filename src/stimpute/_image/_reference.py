@@ -16,6 +16,7 @@ from anndata import AnnData
 from .. import _logging as logg
 from .._constants import CNN_INPUT_SIDE, HANDCRAFTED_INPUT_SIDE, IMAGE_FEATURES_KEY, IMAGE_N_COMPS
 from .._validate import plain_values
+from .._warnings import ImageFeatureWarning, warn
 from ._projection import PROJECTION_KEY, SETTINGS, check_projection
 
 __all__ = [
@@ -181,10 +182,11 @@ def warn_resolution(ref: dict, side: int, source: str) -> None:
     ratio = side / float(theirs)
     if ratio > RESOLUTION_FACTOR or ratio < 1 / RESOLUTION_FACTOR:
         where = ref["params"].get("image", "?")
-        logg.warning(
+        warn(
             f"Tiles are {side} px wide in {source}, the reference's were {int(theirs)} px in {where!r}: features of "
             "images at so different resolutions are not comparable. Tile both sections from images of similar "
-            "resolution (`img_key=` / `source_image=`)."
+            "resolution (`img_key=` / `source_image=`).",
+            ImageFeatureWarning,
         )
 
 

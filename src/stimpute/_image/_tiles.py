@@ -22,6 +22,7 @@ from anndata import AnnData
 
 from .. import _logging as logg
 from .._constants import IMAGE_KEYS
+from .._warnings import ImageFeatureWarning, warn
 from ..get import _spatial
 from ._io import ImageSource, open_array, open_file, to_rgb_uint8
 from ._orientation import orientation_warning
@@ -148,7 +149,7 @@ def prepare_tiles(
         raise
     mixup = orientation_warning(adata, lib, all_coords)
     if mixup is not None:
-        logg.warning(mixup)
+        warn(mixup, ImageFeatureWarning)
     spec = TileSpec(source, coords, names, diameter, float(tile_scale), lib)
     if not per_library:  # several libraries: the caller warns once for all of them
         warn_small_tiles([spec], per_library=False)
@@ -171,9 +172,10 @@ def warn_small_tiles(specs: Sequence[TileSpec], *, per_library: bool) -> None:
         f"{spec.diameter * spec.source.scale:.1f} px)"
         for spec in small
     )
-    logg.warning(
+    warn(
         f"Tiles are only {where} at tile_scale {small[0].tile_scale}; colour features are usable but texture is not. "
-        f"{fix} (or use a larger `tile_scale`) for real tissue detail."
+        f"{fix} (or use a larger `tile_scale`) for real tissue detail.",
+        ImageFeatureWarning,
     )
 
 
@@ -211,8 +213,9 @@ def _open_source(
             if os.path.isfile(path):
                 logg.info(f"Using the full-resolution image {path!r} recorded for library {lib!r}.")
                 return open_file(path)
-            logg.warning(
-                f"The full-resolution image {path!r} recorded for library {lib!r} does not exist; using the stored image."
+            warn(
+                f"The full-resolution image {path!r} recorded for library {lib!r} does not exist; using the stored image.",
+                ImageFeatureWarning,
             )
     try:
         key = _spatial.img_key(adata, lib, img_key)
@@ -279,11 +282,15 @@ def _check_coords(adata: AnnData, lib: str, source: ImageSource, coords: np.ndar
         )
         raise ValueError(msg)
     if n_out:
-        logg.warning(f"{n_out} of {len(cen)} spot centres lie outside {where}; their tiles are padded with white.")
+        warn(
+            f"{n_out} of {len(cen)} spot centres lie outside {where}; their tiles are padded with white.",
+            ImageFeatureWarning,
+        )
     if len(cen) >= 10 and cen[:, 0].max() < 0.2 * w and cen[:, 1].max() < 0.2 * h:
-        logg.warning(
+        warn(
             f"All spots sit in the top-left corner of {where} (x <= {cen[:, 0].max():.0f}, y <= {cen[:, 1].max():.0f}). "
-            f"{_coord_hint(adata, lib, source, cen)}"
+            f"{_coord_hint(adata, lib, source, cen)}",
+            ImageFeatureWarning,
         )
 
 

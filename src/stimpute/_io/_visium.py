@@ -24,6 +24,7 @@ from scipy import sparse
 
 from .. import _logging as logg
 from .._constants import IMAGE_KEYS
+from .._warnings import ImageFeatureWarning, warn
 from ..get._spatial import set_spatial
 
 __all__ = ["read_visium"]
@@ -158,9 +159,10 @@ def read_visium(
             if img_path.is_file():
                 images[key] = _read_image(img_path)
         if not images:
-            logg.warning(
+            warn(
                 f"no tissue_hires_image.png or tissue_lowres_image.png in {str(spatial_dir)!r}; "
-                "the AnnData has no image (image features need `source_image=`)."
+                "the AnnData has no image (image features need `source_image=`).",
+                ImageFeatureWarning,
             )
         elif "hires" not in images:
             logg.info("    no tissue_hires_image.png: using the lowres image only")

@@ -10,6 +10,7 @@ from anndata import AnnData
 from .. import _logging as logg
 from .._settings import settings
 from .._validate import check_choice
+from .._warnings import ImageFeatureWarning, warn
 from ..get._spatial import library_id as _library_id
 from ..get._spatial import set_spatial
 
@@ -124,7 +125,10 @@ def her2st(section: str = "C2") -> AnnData:
     if jpg.is_file():
         metadata["source_image_path"] = str(jpg)
     else:
-        logg.warning(f"full-resolution image {str(jpg)!r} not found; only the stored hires image is available.")
+        warn(
+            f"full-resolution image {str(jpg)!r} not found; only the stored hires image is available.",
+            ImageFeatureWarning,
+        )
     set_spatial(
         adata,
         lib,

@@ -1,5 +1,6 @@
 """Accessors: ``st.get`` reads images, scale factors, spot sizes and crops from an AnnData."""
 
+from ._crops import spot_crops
 from ._spatial import (
     image,
     img_key,
@@ -7,7 +8,6 @@ from ._spatial import (
     scale_factor,
     source_image_path,
     spatial_coords,
-    spot_crops,
     spot_diameter,
 )
 

@@ -10,7 +10,7 @@ import pandas as pd
 from anndata import AnnData
 
 from .. import _logging as logg
-from .._constants import CLUSTERS_KEY
+from .._constants import CLUSTERS_KEY, DEFAULT_COMPARED_LAYERS
 from .._validate import check_adata, check_key_string
 from ._utils import (
     NA_COLOR,
@@ -128,7 +128,7 @@ def compare_clusters(
     stored = adata.uns.get(key)
     params = dict(stored["params"]) if isinstance(stored, Mapping) and "params" in stored else {}
     if layers is None:
-        layers = list(params["layers"]) if "layers" in params else ["X", "holdout_train", "imputed_multimodal"]
+        layers = list(params["layers"]) if "layers" in params else list(DEFAULT_COMPARED_LAYERS)
     layers = name_list(layers, name="layers", what="layer", allow_none=True)
     layers = ["X" if layer is None else layer for layer in layers]
     stored_labels = str(params.get("labels_key", "none"))
@@ -231,7 +231,7 @@ def _drawn_scores(
     The section's own scores of ``tl.compare_clusters(..., library_key=)`` when every drawn spot is of one
     section; else the scores of the drawn spots' stored clusters (the first seed), computed here.
     """
-    from ..tl._clusters import agreement
+    from ..tl._clustering import agreement
 
     library_key = str(params.get("library_key", "none"))
     by_library = stored.get("scores_by_library")

@@ -12,11 +12,11 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .. import _logging as logg
 from .. import get
 from .._constants import LIBRARY_COLUMN, SPATIAL_KEY
 from .._graph import median_neighbour_distance
-from ..get._spatial import other_sections_possible, suggested_library_key
+from .._warnings import SectionWarning, warn
+from ..get._sections import other_sections_possible, suggested_library_key
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -79,10 +79,11 @@ def spatial_canvas(
         get.library_id(adata, library_id)  # an unknown library is a KeyError listing those present
         if other_sections_possible(adata, library_id):
             column = suggested_library_key(adata) or LIBRARY_COLUMN
-            logg.warning(
+            warn(
                 f"`adata.uns['spatial']` holds several libraries; every spot is drawn with the scale and image of "
                 f"library {library_id!r}. Keep only that section's spots if the others come from other sections "
-                f"(e.g. `adata[adata.obs[{column!r}] == {library_id!r}]`)."
+                f"(e.g. `adata[adata.obs[{column!r}] == {library_id!r}]`).",
+                SectionWarning,
             )
     if img_key is not None or _has_images(adata, library_id):
         key = get.img_key(adata, library_id, img_key)

@@ -10,7 +10,7 @@ from anndata import AnnData
 from scipy import sparse
 
 from .. import _logging as logg
-from .._constants import HIDDEN_SPOT_SUFFIX, TEST_SUFFIX, TRAIN_SUFFIX
+from .._constants import HIDDEN_SPOT_SUFFIX, HOLDOUT_KEY, TEST_SUFFIX, TRAIN_SUFFIX
 from .._lineage import split_id
 from .._validate import (
     check_adata,
@@ -24,6 +24,7 @@ from .._validate import (
     get_matrix,
     is_whole,
 )
+from .._warnings import InputWarning, warn
 
 __all__ = ["holdout"]
 
@@ -37,7 +38,7 @@ def holdout(
     *,
     strategy: Strategy = "entries",
     layer: str | None = None,
-    key_added: str = "holdout",
+    key_added: str = HOLDOUT_KEY,
     fold: int = 0,
     min_spot_fraction: float = 0.5,
     random_state: int | None = 0,
@@ -161,10 +162,11 @@ def holdout(
         raise ValueError(msg)
 
     if not is_whole(X.data):  # (thinning refused them above)
-        logg.warning(
+        warn(
             f"`{source_name}` holds non-integer values; the split is made of them as they are, but stimpute's models "
             "and scores expect raw counts (a normalised or log-transformed matrix is imputed and scored as if it "
-            "were counts). Pass `layer=` naming raw counts if you have them."
+            "were counts). Pass `layer=` naming raw counts if you have them.",
+            InputWarning,
         )
     start = logg.info(f"holding out {fraction:.0%} ({strategy}) of {source_name}")
     extra: dict[str, int | float] = {}

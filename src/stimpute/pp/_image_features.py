@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,10 +24,11 @@ from .._image._reference import (
 from .._image._tiles import check_tile_scale, warn_small_tiles
 from .._settings import check_device_name, settings
 from .._validate import check_adata, check_key_string, check_own_keys, check_positive_int, check_seed
-from ..get._spatial import other_sections_possible, uns_libraries
+from .._warnings import ImageFeatureWarning, SectionWarning, warn
+from ..get._sections import other_sections_possible, uns_libraries
 
 if TYPE_CHECKING:
-    from .._model._io import ImputationModel
+    from ..tl._model import ImputationModel
 
 __all__ = ["image_features"]
 
@@ -188,10 +190,95 @@ def image_features(
     >>> adata.uns["X_image"]["params"]["image"]
     'hires'
     """
-    from .._image._tiles import iter_tiles, prepare_tiles
-    from .._model._encoders import CNN_ENCODERS
+    r = _check_options(
+        adata,
+        encoder=encoder,
+        weights=weights,
+        img_key=img_key,
+        source_image=source_image,
+        library_id=library_id,
+        library_key=library_key,
+        tile_scale=tile_scale,
+        tile_size=tile_size,
+        n_comps=n_comps,
+        device=device,
+        batch_size=batch_size,
+        progress=progress,
+        key_added=key_added,
+        reference=reference,
+        random_state=random_state,
+        copy=copy,
+    )
+    sections, specs = _open_images(adata, r)
+    first = specs[0]
+    where = (
+        f"{first.source.kind} image {first.source.name!r}"
+        if r.groups is None
+        else f"the images of {len(specs)} libraries (`library_key={r.library_key!r}`)"
+    )
+    start = logg.info(
+        f"computing {r.encoder} image features of {adata.n_obs:,} spots from {where} (tile_scale={r.tile_scale})"
+    )
+    features, per_library = _encode(adata, r, sections, specs)
+    reduced, ratio, projection = _project(features, r)
+    target = adata.copy() if copy else adata
+    summary = _write_features(target, r, features, reduced, ratio, projection, per_library)
+    logg.info(
+        f"    added `adata.obsm[{r.key_added!r}]` ({reduced.shape[1]} components of {features.shape[1]} features; "
+        f"tiles {summary['tile_size_source_px']} px in the source image)",
+        time_start=start,
+    )
+    return target if copy else None
 
-    # validate everything before reading the image or touching adata ---------------------------------------
+
+@dataclass
+class _Run:
+    """The checked options of one ``image_features`` call."""
+
+    encoder: str
+    weights: str | os.PathLike | None
+    weights_label: str
+    weights_sha256: str
+    input_side: int
+    n_comps: int | None
+    batch_size: int
+    key_added: str
+    random_state: int | None
+    device: str | None
+    progress: bool
+    tile_scale: float
+    groups: np.ndarray | None
+    libraries: list[str]
+    ref: dict | None
+    library_key: str | None
+    img_key: str | None
+    source_image: str | os.PathLike | np.ndarray | None
+    library_id: str | None
+
+
+def _check_options(
+    adata: AnnData,
+    *,
+    encoder: str,
+    weights: str | os.PathLike | None,
+    img_key: str | None,
+    source_image: str | os.PathLike | np.ndarray | None,
+    library_id: str | None,
+    library_key: str | None,
+    tile_scale: float,
+    tile_size: int | None,
+    n_comps: int | None,
+    device: str | None,
+    batch_size: int,
+    progress: bool | None,
+    key_added: str,
+    reference: AnnData | Mapping | ImputationModel | None,
+    random_state: int | None,
+    copy: bool,
+) -> _Run:
+    """Validate everything before reading the image or touching ``adata``."""
+    from .._nn._encoders import CNN_ENCODERS
+
     check_adata(adata)
     if not isinstance(encoder, str) or (encoder != HANDCRAFTED and encoder not in CNN_ENCODERS):
         msg = f"`encoder` must be {HANDCRAFTED!r} or one of {list(CNN_ENCODERS)}, got {encoder!r}."
@@ -237,10 +324,37 @@ def image_features(
     elif adata.n_obs < 2:
         msg = f"`adata` has {adata.n_obs} spot; image features need at least 2 spots (they are standardised)."
         raise ValueError(msg)
-    if groups is None:
-        sections = [(None, library_id)]
+    return _Run(
+        encoder=encoder,
+        weights=weights,
+        weights_label=weights_label,
+        weights_sha256=weights_sha256,
+        input_side=input_side,
+        n_comps=n_comps,
+        batch_size=batch_size,
+        key_added=key_added,
+        random_state=random_state,
+        device=device,
+        progress=progress,
+        tile_scale=tile_scale,
+        groups=groups,
+        libraries=libraries,
+        ref=ref,
+        library_key=library_key,
+        img_key=img_key,
+        source_image=source_image,
+        library_id=library_id,
+    )
+
+
+def _open_images(adata: AnnData, r: _Run) -> tuple[list, list]:
+    """Each section's spots and its opened, checked image (every image before any tile is encoded)."""
+    from .._image._tiles import prepare_tiles
+
+    if r.groups is None:
+        sections = [(None, r.library_id)]
     else:
-        sections = [(np.flatnonzero(groups == code), lib) for code, lib in enumerate(libraries)]
+        sections = [(np.flatnonzero(r.groups == code), lib) for code, lib in enumerate(r.libraries)]
     specs = []
     try:  # every image is opened and checked before any tile is encoded
         for members, lib in sections:
@@ -249,48 +363,47 @@ def image_features(
                 prepare_tiles(
                     part,
                     library_id=lib,
-                    img_key=img_key,
-                    source_image=source_image,
-                    tile_scale=tile_scale,
-                    per_library=groups is not None,
+                    img_key=r.img_key,
+                    source_image=r.source_image,
+                    tile_scale=r.tile_scale,
+                    per_library=r.groups is not None,
                 )
             )
     except Exception:
         for spec in specs:
             spec.source.close()
         raise
-    if groups is not None:
+    if r.groups is not None:
         warn_small_tiles(specs, per_library=True)
-    if groups is None and other_sections_possible(adata, specs[0].library_id):
-        logg.warning(
+    if r.groups is None and other_sections_possible(adata, specs[0].library_id):
+        warn(
             f"`adata.uns['spatial']` holds several libraries; every spot is cut from library {specs[0].library_id!r}'s "
-            "image. Keep only that section's spots if the others come from other sections, or pass `library_key=`."
+            "image. Keep only that section's spots if the others come from other sections, or pass `library_key=`.",
+            SectionWarning,
         )
 
-    first = specs[0]
-    where = (
-        f"{first.source.kind} image {first.source.name!r}"
-        if groups is None
-        else f"the images of {len(specs)} libraries (`library_key={library_key!r}`)"
-    )
-    n_done = 0  # libraries encoded (their images already closed)
-    start = logg.info(
-        f"computing {encoder} image features of {adata.n_obs:,} spots from {where} (tile_scale={tile_scale})"
-    )
-    try:
-        if encoder != HANDCRAFTED:
-            from .._model._device import resolve_device
-            from .._model._encoders import encode_tiles, load_encoder
+    return sections, specs
 
-            torch_device = resolve_device(device)
-            model = load_encoder(encoder, weights, random_state=random_state).to(torch_device)
+
+def _encode(adata: AnnData, r: _Run, sections: list, specs: list) -> tuple[np.ndarray, dict[str, dict]]:
+    """Encode every section's tiles (closing each image when done): features (n_obs, n_features), per library."""
+    from .._image._tiles import iter_tiles
+
+    n_done = 0  # libraries encoded (their images already closed)
+    try:
+        if r.encoder != HANDCRAFTED:
+            from .._nn._device import resolve_device
+            from .._nn._encoders import encode_tiles, load_encoder
+
+            torch_device = resolve_device(r.device)
+            model = load_encoder(r.encoder, r.weights, random_state=r.random_state).to(torch_device)
         features = np.empty((adata.n_obs, 0))
         per_library = {}
-        if encoder == HANDCRAFTED:
+        if r.encoder == HANDCRAFTED:
             from .._image._handcrafted import handcrafted_features
 
         def encode(tiles: np.ndarray, spec) -> np.ndarray:
-            if encoder == HANDCRAFTED:
+            if r.encoder == HANDCRAFTED:
                 # read when the first tiles arrive: iter_tiles may first reduce a JPEG's decoding scale
                 return handcrafted_features(tiles, spot_fraction=spec.spot_fraction)
             return encode_tiles(model, tiles, torch_device)
@@ -298,7 +411,7 @@ def image_features(
         for (members, _), spec in zip(sections, specs, strict=True):
             chunks = [
                 encode(tiles, spec)
-                for _, tiles in iter_tiles(spec, input_side, batch_size=batch_size, progress=progress)
+                for _, tiles in iter_tiles(spec, r.input_side, batch_size=r.batch_size, progress=r.progress)
             ]
             part = np.concatenate(chunks, axis=0).astype(np.float64)
             if members is None:
@@ -315,18 +428,23 @@ def image_features(
             }
             spec.source.close()  # a decoded image is released before the next library's is read
             n_done += 1
-            if ref is not None:
-                warn_resolution(ref, spec.side, f"{spec.source.kind} image {spec.source.name!r}")
+            if r.ref is not None:
+                warn_resolution(r.ref, spec.side, f"{spec.source.kind} image {spec.source.name!r}")
     finally:
         for spec in specs[n_done:]:
             spec.source.close()
     if not np.isfinite(features).all():  # pragma: no cover - a CNN in half precision could overflow
         msg = "Image features contain NaN or infinite values."
         raise ValueError(msg)
-    if ref is None:
-        reduced, ratio, projection = fit_projection(features, n_comps)
+    return features, per_library
+
+
+def _project(features: np.ndarray, r: _Run) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Standardise and reduce with a PCA fitted here, or on the reference's axes."""
+    if r.ref is None:
+        reduced, ratio, projection = fit_projection(features, r.n_comps)
     else:
-        projection = ref[PROJECTION_KEY]
+        projection = r.ref[PROJECTION_KEY]
         n_ref = len(np.asarray(projection["mean"]))
         if features.shape[1] != n_ref:
             msg = (
@@ -337,45 +455,53 @@ def image_features(
         reduced = apply_projection(features, projection)
         ratio = variance_ratio(features, projection, reduced)
 
+    return reduced, ratio, projection
+
+
+def _write_features(
+    target: AnnData,
+    r: _Run,
+    features: np.ndarray,
+    reduced: np.ndarray,
+    ratio: np.ndarray,
+    projection: dict,
+    per_library: dict[str, dict],
+) -> dict:
+    """``obsm[key_added]`` and ``uns[key_added]``; returns the per-library summary."""
     sides = {lib: v["tile_size_source_px"] for lib, v in per_library.items()}
     if len(sides) > 1 and max(sides.values()) > RESOLUTION_FACTOR * min(sides.values()):
-        logg.warning(
+        warn(
             f"The libraries' tiles were cut at very different resolutions (tile side in source pixels: {sides}): "
             "their features are not comparable, and one standardisation and PCA mixes them. Give every library an "
-            "image of similar resolution (`img_key=`, or each library's full-resolution file in its metadata)."
+            "image of similar resolution (`img_key=`, or each library's full-resolution file in its metadata).",
+            ImageFeatureWarning,
         )
     summary = _summary(per_library)
-    target = adata.copy() if copy else adata
-    target.obsm[key_added] = reduced.astype(np.float32)
-    target.uns[key_added] = {
+    target.obsm[r.key_added] = reduced.astype(np.float32)
+    target.uns[r.key_added] = {
         "params": {
-            "encoder": encoder,
-            "weights": weights_label,
-            "weights_sha256": weights_sha256,
+            "encoder": r.encoder,
+            "weights": r.weights_label,
+            "weights_sha256": r.weights_sha256,
             "img_source": summary["img_source"],
             "image": summary["image"],
             "library_id": summary["library_id"],
             "scale": summary["scale"],
             "tile_size_source_px": summary["tile_size_source_px"],
-            "tile_scale": float(tile_scale),
-            "tile_size": int(input_side),
+            "tile_scale": float(r.tile_scale),
+            "tile_size": int(r.input_side),
             "n_features": int(features.shape[1]),
             "n_comps": int(reduced.shape[1]),
             "explained_variance_ratio": ratio.astype(np.float64),
-            "random_state": -1 if random_state is None else int(random_state),
-            "projection": "fitted" if ref is None else "reference",
+            "random_state": -1 if r.random_state is None else int(r.random_state),
+            "projection": "fitted" if r.ref is None else "reference",
         },
         PROJECTION_KEY: {name: np.asarray(v, dtype=np.float64).copy() for name, v in projection.items()},
     }
-    target.uns[key_added]["params"]["library_key"] = "none" if library_key is None else library_key
-    if groups is not None:
-        target.uns[key_added]["libraries"] = per_library
-    logg.info(
-        f"    added `adata.obsm[{key_added!r}]` ({reduced.shape[1]} components of {features.shape[1]} features; "
-        f"tiles {summary['tile_size_source_px']} px in the source image)",
-        time_start=start,
-    )
-    return target if copy else None
+    target.uns[r.key_added]["params"]["library_key"] = "none" if r.library_key is None else r.library_key
+    if r.groups is not None:
+        target.uns[r.key_added]["libraries"] = per_library
+    return summary
 
 
 def _check_libraries(

@@ -20,7 +20,8 @@ from .._validate import (
     check_real_matrix,
     get_matrix,
 )
-from ..get._spatial import library_groups, spatial_coords
+from ..get._sections import library_groups
+from ..get._spatial import spatial_coords
 
 __all__ = ["spatial_smooth"]
 

@@ -8,9 +8,9 @@ __all__ = ["ImputationModel", "compare_clusters", "evaluate", "impute", "load_mo
 
 
 def __getattr__(name: str):
-    # the model class lives with torch in stimpute._model; import it only when asked for
+    # the model class drives torch (stimpute._nn); import it only when asked for
     if name == "ImputationModel":
-        from .._model._io import ImputationModel
+        from ._model import ImputationModel
 
         return ImputationModel
     msg = f"module {__name__!r} has no attribute {name!r}"

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -12,10 +12,9 @@ from anndata import AnnData
 from scipy import sparse
 
 from .. import _logging as logg
-from .._constants import CLUSTERS_KEY, MAX_SEED
+from .._constants import CLUSTERS_KEY, DEFAULT_COMPARED_LAYERS, MAX_SEED
 from .._settings import settings
 from .._validate import (
-    as_csr,
     check_adata,
     check_choice,
     check_key_string,
@@ -27,22 +26,20 @@ from .._validate import (
     get_matrix,
     is_whole,
 )
-from ..get._spatial import library_groups, library_names
+from .._warnings import InputWarning, warn
+from ..get._sections import library_groups, library_names
+from ._clustering import _align, _by_size, _kmeans, _leiden, _neighbors, _pca, agreement
 
 __all__ = ["compare_clusters"]
 
 METHODS = ("leiden", "kmeans")
 SCORE_COLUMNS = ("ari_reference", "nmi_reference", "ari_labels", "nmi_labels", "n_clusters", "resolution")
 AGREEMENT = ("ari_reference", "nmi_reference", "ari_labels", "nmi_labels")
-_MAX_BISECTIONS = 30
-_SCAN_STEPS = 64  # resolutions scanned when bisection steps over the target count
-_SCAN_LEVELS = 3  # scans, each over the span where the counts came closest to the target (64x finer each time)
-_MAX_RESOLUTION = 64.0
 
 
 def compare_clusters(
     adata: AnnData,
-    layers: Sequence[str | None] = ("X", "holdout_train", "imputed_multimodal"),
+    layers: Sequence[str | None] = DEFAULT_COMPARED_LAYERS,
     *,
     method: Literal["leiden", "kmeans"] = "leiden",
     n_clusters: int | None = None,
@@ -111,8 +108,7 @@ def compare_clusters(
         Seed of PCA, Leiden and k-means (``None`` counts as 0, so runs are always reproducible). The
         pipeline runs with the BLAS and OpenMP thread pools limited to one thread: with more, the PCA of
         a dense layer and the neighbour graph change in the last digits with the machine's thread count,
-        which moved Leiden's clusters (DLPFC 151673, ``knn`` layer: ARI 0.256 with one thread, 0.334
-        with two).
+        which can move Leiden's clusters noticeably.
     n_repeats
         Cluster every layer this many times, with seeds ``random_state``, ``random_state + 1``, ...
         (``None`` counts as 0). One Leiden run can move the ARI of a matrix by 0.1-0.2 between
@@ -157,7 +153,81 @@ def compare_clusters(
     >>> adata.uns["clusters"]["scores"].columns.tolist()[:4]
     ['ari_reference', 'nmi_reference', 'ari_labels', 'nmi_labels']
     """
-    # ---- validate everything before touching adata -------------------------------------------
+    o = _check_options(
+        adata,
+        layers,
+        method=method,
+        n_clusters=n_clusters,
+        resolution=resolution,
+        labels_key=labels_key,
+        library_key=library_key,
+        reference=reference,
+        n_top_genes=n_top_genes,
+        n_pcs=n_pcs,
+        n_neighbors=n_neighbors,
+        key_added=key_added,
+        random_state=random_state,
+        n_repeats=n_repeats,
+    )
+    if copy:
+        adata = adata.copy()
+    start = logg.info(f"clustering {len(o.layers)} layer(s) with {o.method}")
+    runs = _cluster_repeats(adata, o)
+    scores, repeats, by_library = _summarise(runs, o)
+    _write_clusters(adata, o, runs[0][0], scores, repeats, by_library)
+    logg.info(
+        f"    finished: added {[f'{o.key_added}_{layer}' for layer in o.layers]} to `adata.obs` "
+        f"and `adata.uns[{o.key_added!r}]`",
+        time_start=start,
+    )
+    return adata if copy else None
+
+
+@dataclass
+class _Options:
+    """The checked options of one ``compare_clusters`` call."""
+
+    layers: list[str]
+    method: str
+    n_clusters: int | None
+    resolution: float
+    labels_key: str | None
+    library_key: str | None
+    reference: str
+    n_top_genes: int
+    n_pcs: int
+    n_neighbors: int
+    key_added: str
+    random_state: int | None
+    n_repeats: int
+    groups: np.ndarray | None = None
+    libraries: list[str] = field(default_factory=list)
+    previous: list[str] = field(default_factory=list)
+
+    @property
+    def seeds(self) -> list[int]:
+        first = 0 if self.random_state is None else int(self.random_state)
+        return [first + r for r in range(self.n_repeats)]
+
+
+def _check_options(
+    adata: AnnData,
+    layers,
+    *,
+    method: str,
+    n_clusters: int | None,
+    resolution: float,
+    labels_key: str | None,
+    library_key: str | None,
+    reference: str | None,
+    n_top_genes: int,
+    n_pcs: int,
+    n_neighbors: int,
+    key_added: str,
+    random_state: int | None,
+    n_repeats: int,
+) -> _Options:
+    """Validate everything before touching ``adata``."""
     check_adata(adata)
     layers = _check_layers(adata, layers)
     method = check_choice(method, METHODS, name="method")
@@ -216,53 +286,74 @@ def compare_clusters(
     if "X" in layers and "log1p" in adata.uns:
         M = get_matrix(adata, "X")
         if not is_whole(M):
-            logg.warning(
+            warn(
                 "`adata.X` looks log-normalised (`adata.uns['log1p']` is set and it holds non-integer values); "
                 "every layer is normalised and log-transformed here, so X would be transformed twice. Cluster "
-                "the layer that holds the raw counts instead (e.g. 'counts')."
+                "the layer that holds the raw counts instead (e.g. 'counts').",
+                InputWarning,
             )
 
-    if copy:
-        adata = adata.copy()
+    return _Options(
+        layers=layers,
+        method=method,
+        n_clusters=n_clusters,
+        resolution=resolution,
+        labels_key=labels_key,
+        library_key=library_key,
+        reference=reference,
+        n_top_genes=n_top_genes,
+        n_pcs=n_pcs,
+        n_neighbors=n_neighbors,
+        key_added=key_added,
+        random_state=random_state,
+        n_repeats=n_repeats,
+        groups=groups,
+        libraries=libraries,
+        previous=list(previous),
+    )
 
+
+def _cluster_repeats(adata: AnnData, o: _Options) -> list[tuple[dict, dict, list]]:
+    """Cluster and score every layer once per seed: (aligned ids per layer, score rows, per-library rows)."""
+    from threadpoolctl import threadpool_limits
     from tqdm.auto import tqdm
 
-    start = logg.info(f"clustering {len(layers)} layer(s) with {method}")
     truth, has_label = None, None
-    if labels_key is not None:
-        lab = adata.obs[labels_key]
+    if o.labels_key is not None:
+        lab = adata.obs[o.labels_key]
         has_label = lab.notna().to_numpy()
         truth = lab.astype(str).to_numpy()[has_label]
-    first_seed = 0 if random_state is None else int(random_state)
-    seeds = [first_seed + r for r in range(n_repeats)]
-    from threadpoolctl import threadpool_limits
-
     # BLAS and OpenMP on one thread, so that the clusters do not depend on the machine's thread count
     with threadpool_limits(limits=1):
-        runs = [
+        return [
             _cluster_and_score(
                 adata,
-                layers,
-                reference=reference,
-                method=method,
-                n_clusters=n_clusters,
-                resolution=resolution,
-                n_top_genes=n_top_genes,
-                n_pcs=n_pcs,
-                n_neighbors=n_neighbors,
+                o.layers,
+                reference=o.reference,
+                method=o.method,
+                n_clusters=o.n_clusters,
+                resolution=o.resolution,
+                n_top_genes=o.n_top_genes,
+                n_pcs=o.n_pcs,
+                n_neighbors=o.n_neighbors,
                 random_state=seed,
                 truth=truth,
                 has_label=has_label,
-                groups=groups,
+                groups=o.groups,
             )
             for seed in tqdm(
-                seeds,
+                o.seeds,
                 desc="clustering repeats",
                 unit="seed",
-                disable=n_repeats == 1 or not settings.progress_bar,
+                disable=o.n_repeats == 1 or not settings.progress_bar,
             )
         ]
-    aligned, first_rows, _ = runs[0]  # obs, n_clusters and resolution come from the first repeat
+
+
+def _summarise(runs: list, o: _Options) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None]:
+    """Scores (means over the repeats, with their spread), one row per layer and seed, and per-library scores."""
+    layers, n_repeats, seeds = o.layers, o.n_repeats, o.seeds
+    _, first_rows, _ = runs[0]  # n_clusters and resolution come from the first repeat
     scores = pd.DataFrame.from_dict(first_rows, orient="index")[list(SCORE_COLUMNS)]
     stacked = pd.concat([pd.DataFrame.from_dict(rows, orient="index") for _, rows, _ in runs])
     repeats = stacked.rename_axis("layer").reset_index()
@@ -276,37 +367,49 @@ def compare_clusters(
     scores["n_clusters"] = scores["n_clusters"].astype(np.int64)
     scores.index.name = "layer"
     by_library = None
-    if groups is not None:
+    if o.groups is not None:
         per = pd.DataFrame([row for _, _, lib_rows in runs for row in lib_rows])
-        per["library"] = [libraries[c] for c in per["library"]]
+        per["library"] = [o.libraries[c] for c in per["library"]]
         grouped = per.groupby(["library", "layer"], sort=False)
         by_library = grouped[["n_spots", *AGREEMENT]].mean()
         for col in AGREEMENT:
             by_library[f"{col}_sd"] = grouped[col].std(ddof=1) if n_repeats > 1 else float("nan")
         by_library = by_library.reset_index()
         by_library["n_spots"] = by_library["n_spots"].astype(np.int64)
+    return scores, repeats, by_library
 
-    for layer in previous:  # columns of an earlier call under this key that this call does not rewrite
-        if layer not in layers and f"{key_added}_{layer}" in adata.obs:
+
+def _write_clusters(
+    adata: AnnData,
+    o: _Options,
+    aligned: dict[str, np.ndarray],
+    scores: pd.DataFrame,
+    repeats: pd.DataFrame,
+    by_library: pd.DataFrame | None,
+) -> None:
+    """``obs[f"{key_added}_{layer}"]`` (the first repeat's clusters) and ``uns[key_added]``."""
+    key_added = o.key_added
+    for layer in o.previous:  # columns of an earlier call under this key that this call does not rewrite
+        if layer not in o.layers and f"{key_added}_{layer}" in adata.obs:
             del adata.obs[f"{key_added}_{layer}"]
-    for layer in layers:
+    for layer in o.layers:
         ids = aligned[layer]
         categories = [str(i) for i in range(int(ids.max()) + 1) if (ids == i).any()]
         adata.obs[f"{key_added}_{layer}"] = pd.Categorical(ids.astype(str), categories=categories)
     adata.uns[key_added] = {
         "params": {
-            "layers": list(layers),
-            "method": method,
-            "n_clusters": -1 if n_clusters is None else int(n_clusters),
-            "resolution": float(resolution),
-            "labels_key": "none" if labels_key is None else labels_key,
-            "reference": reference,
-            "n_top_genes": int(n_top_genes),
-            "n_pcs": int(n_pcs),
-            "n_neighbors": int(n_neighbors),
-            "random_state": -1 if random_state is None else int(random_state),
-            "n_repeats": int(n_repeats),
-            "library_key": "none" if library_key is None else library_key,
+            "layers": list(o.layers),
+            "method": o.method,
+            "n_clusters": -1 if o.n_clusters is None else int(o.n_clusters),
+            "resolution": float(o.resolution),
+            "labels_key": "none" if o.labels_key is None else o.labels_key,
+            "reference": o.reference,
+            "n_top_genes": int(o.n_top_genes),
+            "n_pcs": int(o.n_pcs),
+            "n_neighbors": int(o.n_neighbors),
+            "random_state": -1 if o.random_state is None else int(o.random_state),
+            "n_repeats": int(o.n_repeats),
+            "library_key": "none" if o.library_key is None else o.library_key,
             "n_obs": int(adata.n_obs),
             "obs_names_sha1": obs_names_digest(adata),
         },
@@ -315,12 +418,6 @@ def compare_clusters(
     }
     if by_library is not None:
         adata.uns[key_added]["scores_by_library"] = by_library
-    logg.info(
-        f"    finished: added {[f'{key_added}_{layer}' for layer in layers]} to `adata.obs` "
-        f"and `adata.uns[{key_added!r}]`",
-        time_start=start,
-    )
-    return adata if copy else None
 
 
 # ---- validation helpers ---------------------------------------------------------------------------
@@ -438,185 +535,3 @@ def obs_names_digest(adata: AnnData) -> str:
     import hashlib
 
     return hashlib.sha1("\n".join(map(str, adata.obs_names)).encode()).hexdigest()
-
-
-def agreement(
-    ref: np.ndarray, pred: np.ndarray, labels: np.ndarray | None, known: np.ndarray | None
-) -> dict[str, float]:
-    """ARI and NMI of ``pred`` against the reference clusters ``ref`` and against ``labels`` where ``known``
-    (NaN without labels, or with fewer than two known).
-    """
-    out = {"ari_reference": _ari(ref, pred), "nmi_reference": _nmi(ref, pred)}
-    out["ari_labels"] = out["nmi_labels"] = float("nan")
-    if labels is not None and int(known.sum()) >= 2:
-        out["ari_labels"] = _ari(labels[known].astype(str), pred[known])
-        out["nmi_labels"] = _nmi(labels[known].astype(str), pred[known])
-    return out
-
-
-def _pca(M, *, n_top_genes: int, n_pcs: int, random_state: int | None, where: str = "a layer") -> np.ndarray:
-    """normalize_total -> log1p -> HVG (seurat) -> PCA on a private float32 copy of ``M``."""
-    import scanpy as sc
-
-    X = as_csr(M, np.float32, copy=True) if sparse.issparse(M) else np.array(M, dtype=np.float32)
-    expressed = np.asarray((X != 0).sum(axis=0)).ravel() > 0
-    if not expressed.all():
-        X = X[:, expressed]
-    if X.shape[1] < 2:  # checked per layer by `_check_values`; kept for direct callers
-        msg = "a layer has fewer than two expressed genes; nothing to cluster on."
-        raise ValueError(msg)
-    tmp = AnnData(X)
-    with warnings.catch_warnings():
-        # spots with no counts stay all-zero, which is fine here
-        warnings.filterwarnings("ignore", message="Some cells have zero counts", category=UserWarning)
-        sc.pp.normalize_total(tmp)
-    sc.pp.log1p(tmp)
-    spread = np.asarray(tmp.X.max(axis=0).toarray() if sparse.issparse(tmp.X) else tmp.X.max(axis=0)).ravel()
-    spread = spread - np.asarray(tmp.X.min(axis=0).toarray() if sparse.issparse(tmp.X) else tmp.X.min(axis=0)).ravel()
-    if not (spread > 0).any():  # every gene equal in every spot (HVG selection would fail inside scanpy)
-        msg = f"{where} has the same (depth-normalised) profile in every spot; there is nothing to cluster."
-        raise ValueError(msg)
-    if n_top_genes < tmp.n_vars:
-        sc.pp.highly_variable_genes(tmp, n_top_genes=n_top_genes, flavor="seurat", subset=True)
-    n_comps = int(min(n_pcs, tmp.n_obs - 1, tmp.n_vars - 1))
-    if n_comps < 1:
-        return np.asarray(tmp.X.toarray() if sparse.issparse(tmp.X) else tmp.X, dtype=np.float64)
-    sc.pp.pca(tmp, n_comps=n_comps, random_state=0 if random_state is None else random_state)
-    return np.asarray(tmp.obsm["X_pca"], dtype=np.float64)
-
-
-def _neighbors(pca: np.ndarray, *, n_neighbors: int, random_state: int | None) -> AnnData:
-    import scanpy as sc
-
-    tmp = AnnData(obsm={"X_pca": pca}, obs=pd.DataFrame(index=[str(i) for i in range(pca.shape[0])]))
-    sc.pp.neighbors(
-        tmp,
-        n_neighbors=int(min(n_neighbors, pca.shape[0] - 1)),
-        use_rep="X_pca",
-        random_state=0 if random_state is None else random_state,
-    )
-    return tmp
-
-
-def _leiden_once(graph: AnnData, resolution: float, random_state: int | None) -> np.ndarray:
-    import scanpy as sc
-
-    sc.tl.leiden(
-        graph,
-        resolution=resolution,
-        flavor="igraph",
-        n_iterations=2,
-        directed=False,
-        random_state=0 if random_state is None else random_state,
-        key_added="_leiden",
-    )
-    return graph.obs["_leiden"].astype(int).to_numpy()
-
-
-def _leiden(
-    graph: AnnData, n_clusters: int | None, resolution: float, random_state: int | None, layer: str
-) -> tuple[np.ndarray, float]:
-    if n_clusters is None:
-        return _leiden_once(graph, resolution, random_state), float(resolution)
-    tried: dict[float, np.ndarray] = {}
-
-    def count(res: float) -> int:
-        if res not in tried:
-            tried[res] = _leiden_once(graph, res, random_state)
-        return int(np.unique(tried[res]).size)
-
-    # bracket the target count, then bisect
-    lo, hi = 0.0, float(resolution)
-    n = count(hi)
-    while n < n_clusters and hi < _MAX_RESOLUTION:
-        lo, hi = hi, hi * 2
-        n = count(hi)
-    top = hi
-    if n != n_clusters:
-        for _ in range(_MAX_BISECTIONS):
-            mid = (lo + hi) / 2
-            n = count(mid)
-            if n == n_clusters:
-                break
-            if n < n_clusters:
-                lo = mid
-            else:
-                hi = mid
-    if n != n_clusters:
-        # the count is not monotonic in the resolution (6, 7, 6, 8, ... on real sections), so bisection can end
-        # on a jump over the target while a narrow window elsewhere gives it: scan the bracket, lowest first,
-        # then scan again, finer, the span where the counts came within one of the target (windows of 7 clusters
-        # narrower than 1/64 of the bracket are common on the DLPFC sections)
-        lo_s, hi_s = 0.0, top
-        for _ in range(_SCAN_LEVELS):
-            if any(count(float(res)) == n_clusters for res in np.linspace(lo_s, hi_s, _SCAN_STEPS + 1)[1:]):
-                break
-            lo_s, hi_s = _closest_span(tried, n_clusters, top)
-    best = min(tried, key=lambda r: (abs(np.unique(tried[r]).size - n_clusters), r))
-    found = int(np.unique(tried[best]).size)
-    if found != n_clusters:
-        logg.warning(
-            f"no Leiden resolution gives {n_clusters} clusters for layer {layer!r}; "
-            f"using resolution {best:.4g} with {found} clusters."
-        )
-    return tried[best], float(best)
-
-
-def _closest_span(tried: dict[float, np.ndarray], n_clusters: int, top: float) -> tuple[float, float]:
-    """The resolutions around those tried whose count came within one of (or, failing that, closest to) the target.
-
-    Spans from the tried resolution just below the first such one to the one just above the last (0 and ``top``
-    at the ends).
-    """
-    res = sorted(r for r in tried if r <= top)
-    off = np.array([abs(np.unique(tried[r]).size - n_clusters) for r in res])
-    near = np.flatnonzero(off <= max(1, int(off.min())))
-    lo = res[near[0] - 1] if near[0] > 0 else 0.0
-    hi = res[near[-1] + 1] if near[-1] + 1 < len(res) else top
-    return float(lo), float(hi)
-
-
-def _kmeans(pca: np.ndarray, n_clusters: int, random_state: int | None) -> np.ndarray:
-    from sklearn.cluster import KMeans
-
-    return KMeans(n_clusters=n_clusters, n_init=10, random_state=random_state).fit_predict(pca).astype(np.int64)
-
-
-# ---- labels: ordering, Hungarian alignment, scores -------------------------------------------------
-
-
-def _by_size(labels: np.ndarray) -> np.ndarray:
-    """Rename clusters 0..k-1 from the largest to the smallest (ties by first occurrence)."""
-    uniq, first, inverse, counts = np.unique(labels, return_index=True, return_inverse=True, return_counts=True)
-    order = np.lexsort((first, -counts))
-    new_id = np.empty(uniq.size, dtype=np.int64)
-    new_id[order] = np.arange(uniq.size)
-    return new_id[inverse.ravel()]
-
-
-def _align(labels: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """Rename ``labels`` to the ids of ``ref`` (0..k-1) by maximum-overlap matching; the rest get k, k+1, ..."""
-    from scipy.optimize import linear_sum_assignment
-
-    lab = _by_size(labels)
-    n_lab, n_ref = int(lab.max()) + 1, int(ref.max()) + 1
-    table = np.zeros((n_lab, n_ref), dtype=np.int64)
-    np.add.at(table, (lab, ref), 1)
-    rows, cols = linear_sum_assignment(table, maximize=True)
-    new_id = np.full(n_lab, -1, dtype=np.int64)
-    new_id[rows] = cols
-    unmatched = np.flatnonzero(new_id < 0)  # already ordered by size
-    new_id[unmatched] = n_ref + np.arange(unmatched.size)
-    return new_id[lab]
-
-
-def _ari(a: np.ndarray, b: np.ndarray) -> float:
-    from sklearn.metrics import adjusted_rand_score
-
-    return float(adjusted_rand_score(a, b))
-
-
-def _nmi(a: np.ndarray, b: np.ndarray) -> float:
-    from sklearn.metrics import normalized_mutual_info_score
-
-    return float(normalized_mutual_info_score(a, b))

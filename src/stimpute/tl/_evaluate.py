@@ -10,7 +10,7 @@ from anndata import AnnData
 from scipy import sparse, stats
 
 from .. import _logging as logg
-from .._constants import HIDDEN_SPOT_SUFFIX, TEST_SUFFIX, TRAIN_SUFFIX
+from .._constants import HIDDEN_SPOT_SUFFIX, HOLDOUT_KEY, TEST_SUFFIX, TRAIN_SUFFIX
 from .._lineage import check_not_leaked
 from .._validate import (
     as_csr,
@@ -22,6 +22,7 @@ from .._validate import (
     is_whole,
     record_params,
 )
+from .._warnings import ReadoutWarning, warn
 
 __all__ = ["evaluate"]
 
@@ -47,7 +48,7 @@ def evaluate(
     adata: AnnData,
     layers: str | Sequence[str],
     *,
-    holdout_key: str = "holdout",
+    holdout_key: str = HOLDOUT_KEY,
     baselines: bool = True,
     min_gene_entries: int = 10,
     groupby: str | None = None,
@@ -461,15 +462,17 @@ def _warn_if_not_comparable(adata: AnnData, layer: str, holdout_key: str) -> Non
     """Warn about a layer that holds the answers, or a readout that is not at the spots' own depth."""
     source = str(adata.uns[holdout_key]["params"].get("layer", "X"))
     if layer in (source, holdout_key + TEST_SUFFIX):
-        logg.warning(
+        warn(
             f"`{layer}` holds the hidden values themselves (`st.pp.holdout` split it): its scores are perfect by "
-            "construction, a check of the scoring rather than an imputation."
+            "construction, a check of the scoring rather than an imputation.",
+            ReadoutWarning,
         )
         return
     params = record_params(adata, layer)
     if params is not None and str(params.get("output", "")) == "normalized":
-        logg.warning(
+        warn(
             f"`adata.layers[{layer!r}]` is a readout at the median depth (`output='normalized'`), while the hidden "
             "counts are at each spot's own depth: its scores are not comparable with the other layers'. Score the "
-            "layer written with the default `output='conditional'` (or `'expected'`) instead."
+            "layer written with the default `output='conditional'` (or `'expected'`) instead.",
+            ReadoutWarning,
         )

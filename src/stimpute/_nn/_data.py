@@ -12,8 +12,8 @@ import torch
 from scipy import sparse
 
 from .._graph import spatial_graph
-from .._validate import as_csr
-from ..tl._knn import gene_log_mean_nonzero, log1p_csr
+from .._knn import gene_log_mean_nonzero, log1p_csr
+from .._sparse import as_csr
 
 
 def split_observed(
@@ -112,7 +112,7 @@ DENSE_CACHE_DENSITY = 0.4
 
 @dataclass
 class Prepared:
-    """Everything the network reads, for one AnnData (all CPU, sparse where large)."""
+    """Everything the network reads, for one count matrix and its spots (all CPU, sparse where large)."""
 
     L_obs: sparse.csr_matrix  # log1p of every observed count (prediction input)
     L_fit: sparse.csr_matrix  # observed minus validation entries (training input)
@@ -241,8 +241,8 @@ def prepare(
         val_spots = np.zeros(0, dtype=np.int64)
     # The library input is the spot's whole observed total, in training too, where it also holds the masked
     # targets and validation entries: the depth the targets were sequenced at, as at prediction. Building it
-    # from the visible counts instead (scaled by 1 / (1 - mask_fraction)) removes that hint but did not help:
-    # DLPFC log1p RMSE 0.2600 / 0.2689 vs 0.2597 / 0.2683 for the fused model (two seeds, 2026-11-26).
+    # from the visible counts instead (scaled by 1 / (1 - mask_fraction)) removes that hint but did not help
+    # the fused model's holdout scores on DLPFC.
     logs = np.where(totals > 0, np.log1p(totals), norm["library_mean"])
     library = ((logs - norm["library_mean"]) / norm["library_std"]).astype(np.float32)[:, None]
     # the depth a spot would have, from its nearest spots with counts (sequencing depth follows the tissue):

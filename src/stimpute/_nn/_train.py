@@ -10,42 +10,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ._config import TrainingOptions
 from ._data import Prepared, batch, zero_holdout
-from ._device import float32_default
+from ._losses import elementwise_loss
 from ._module import ImputeNet
-
-LOSSES = ("mse", "nb", "poisson")
-
-
-def nb_nll(counts: torch.Tensor, mu: torch.Tensor, log_theta: torch.Tensor) -> torch.Tensor:
-    """Elementwise negative log-likelihood of a negative binomial with mean ``mu`` and inverse dispersion ``theta``."""
-    theta = torch.exp(log_theta).clamp(1e-4, 1e6)
-    log_theta_mu = torch.log(theta + mu + 1e-8)
-    return -(
-        torch.lgamma(counts + theta)
-        - torch.lgamma(theta)
-        - torch.lgamma(counts + 1)
-        + theta * (torch.log(theta + 1e-8) - log_theta_mu)
-        + counts * (torch.log(mu + 1e-8) - log_theta_mu)
-    )
-
-
-def poisson_nll(counts: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
-    """Elementwise negative log-likelihood of a Poisson with mean ``mu``."""
-    return mu - counts * torch.log(mu + 1e-8) + torch.lgamma(counts + 1)
-
-
-def elementwise_loss(
-    net: ImputeNet, out: torch.Tensor, target_log1p: torch.Tensor, size_factor: torch.Tensor, loss: str
-) -> torch.Tensor:
-    """Loss per entry: squared error on ``log1p`` (mse) or the count likelihood (nb, poisson)."""
-    if loss == "mse":
-        return (out - target_log1p) ** 2
-    counts = torch.exp(target_log1p) - 1.0  # whole counts: exact enough, and vectorised on CPU (expm1 is not)
-    mu = torch.exp(out.clamp(max=20.0)) * size_factor[:, None]
-    if loss == "nb":
-        return nb_nll(counts, mu, net.log_theta[None, :])
-    return poisson_nll(counts, mu)
 
 
 def _zero_holdout(idx: np.ndarray, n_genes: int, val_fraction: float, seed: int, device: torch.device) -> torch.Tensor:
@@ -287,26 +255,14 @@ def validation_loss(
 def train(
     net: ImputeNet,
     prep: Prepared,
+    options: TrainingOptions,
     *,
     device: torch.device,
     gen: torch.Generator,
     loss: str,
-    max_epochs: int,
-    batch_size: int,
-    learning_rate: float,
-    weight_decay: float,
-    patience: int,
-    mask_fraction: float,
-    observed_weight: float,
-    detection_weight: float,
-    modality_dropout: float,
-    val_fraction: float,
     spatial_reg: float,
     seed: int,
     progress: bool,
-    lr_decay: float = 1.0,
-    spot_mask: float = 0.0,
-    min_delta: float | None = None,
 ) -> dict:
     """Train ``net`` in place and restore the weights of the epoch with the lowest validation loss.
 
@@ -321,6 +277,16 @@ def train(
     ``{"history": {"epoch", "train_loss", "val_loss"}, "best_epoch", "stopped_early", "train_time"}``.
     """
     start = time.perf_counter()
+    max_epochs, batch_size, learning_rate = options.max_epochs, options.batch_size, options.learning_rate
+    weight_decay, patience, lr_decay, min_delta = (
+        options.weight_decay,
+        options.patience,
+        options.lr_decay,
+        options.min_delta,
+    )
+    mask_fraction, observed_weight, val_fraction = options.mask_fraction, options.observed_weight, options.val_fraction
+    detection_weight, modality_dropout = options.detection_weight, options.modality_dropout
+    spot_mask = 0.0 if options.spot_mask is None else options.spot_mask
     if min_delta is None:
         min_delta = 1e-3 if loss == "mse" else 1e-4
     net.to(device)
@@ -434,69 +400,3 @@ def train(
         "stopped_early": stopped_early,
         "train_time": time.perf_counter() - start,
     }
-
-
-@torch.inference_mode()
-@float32_default()
-def predict(
-    net: ImputeNet,
-    prep: Prepared,
-    device: torch.device,
-    *,
-    loss: str,
-    output: str,
-    gene_max: np.ndarray | None,
-    reference_library: float = 0.0,
-    chunk: int = 512,
-) -> np.ndarray:
-    """Imputed counts for every spot from all its observed entries, float32 ``(n_obs, n_genes)``.
-
-    ``output="conditional"`` gives the expected count given that the gene is detected,
-    ``"expected"`` the expected count including dropouts, both at the spot's own depth;
-    ``"normalized"`` the prediction at the reference depth (standardised log library size
-    ``reference_library``, size factor 1) for every spot: the expected count when the network has
-    a detection head or a count likelihood, else the conditional one. With ``gene_max``, values are capped at
-    each gene's largest count seen in training.
-    """
-    net.eval()
-    net.to(device)
-    n_genes = prep.L_obs.shape[1]
-    out = np.empty(prep.L_obs.shape, dtype=np.float32)
-    cap = None if gene_max is None else torch.as_tensor(np.asarray(gene_max, dtype=np.float32), device=device)
-    for start in range(0, prep.n_obs, chunk):
-        idx = np.arange(start, min(prep.n_obs, start + chunk))
-        b = batch(prep, idx, device, source="obs")
-        sf = torch.from_numpy(prep.size_factor[idx]).to(device)[:, None]
-        if output == "normalized":
-            b["library"] = torch.full_like(b["library"], float(reference_library))
-            sf = torch.ones_like(sf)
-        no_counts = torch.from_numpy(np.diff(prep.L_obs.indptr)[idx] == 0).to(device)
-        raw = net(b, without_counts(net, no_counts, None) if bool(no_counts.any()) else None).float()
-        block = readout(
-            net, raw, sf, n_genes=n_genes, loss=loss, output="expected" if output == "normalized" else output
-        )
-        if cap is not None:
-            block = torch.minimum(block, cap[None, :])
-        out[idx] = block.cpu().numpy()
-    return out
-
-
-def readout(
-    net: ImputeNet, raw: torch.Tensor, sf: torch.Tensor, *, n_genes: int, loss: str, output: str
-) -> torch.Tensor:
-    """Network output to counts (see :func:`predict`)."""
-    value = raw[:, :n_genes]
-    if loss == "mse":
-        cond = torch.expm1(value.clamp(min=0.0))
-        if output == "conditional" or not net.detection:
-            return cond
-        return torch.sigmoid(raw[:, n_genes:]) * cond
-    mu = torch.exp(value.clamp(max=20.0)) * sf
-    if output == "expected":
-        return mu
-    if loss == "poisson":
-        p_zero = torch.exp(-mu)
-    else:
-        theta = torch.exp(net.log_theta).clamp(1e-4, 1e6)[None, :]
-        p_zero = torch.exp(theta * (torch.log(theta) - torch.log(theta + mu)))
-    return mu / (1.0 - p_zero).clamp(min=1e-6)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import sparse
 
-from .._validate import as_csr
+from ._sparse import as_csr
 
 __all__ = [
     "gene_log_mean_nonzero",

@@ -1,40 +1,40 @@
-"""Train an imputation network on one count matrix and return it with its training record."""
+"""Train an imputation network on one count matrix (arrays and typed options in, the network out)."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import torch
 from scipy import sparse
 
+from ._config import TrainingOptions
 from ._data import attach_projection, depth_normalised_log1p, fresh_norm, gene_offset, position_features, prepare
 from ._device import float32_default, isolated_rng, seed_everything
-from ._io import ImputationModel, build_net
+from ._module import ImputeNet, build_net
 from ._train import train
 
 
 @float32_default()
-def fit_model(
+def fit_network(
     X: sparse.spmatrix | np.ndarray,
     *,
-    var_names: list[str],
     coords: np.ndarray | None,
     image: np.ndarray | None,
     config: dict,
-    training: dict,
+    training: TrainingOptions,
     device: torch.device,
     random_state: int,
     progress: bool,
     groups: np.ndarray | None = None,
-) -> tuple[ImputationModel, dict, object]:
+) -> tuple[ImputeNet, dict, dict, object]:
     """Train a network described by ``config`` on counts ``X``.
-
-    ``training`` holds ``max_epochs``, ``batch_size``, ``learning_rate``, ``weight_decay``, ``patience``,
-    ``mask_fraction``, ``observed_weight``, ``detection_weight``, ``val_fraction``.
 
     Returns
     -------
-    The model, the training record (history, best epoch, ...) and the prepared inputs (for prediction).
-    The caller's torch random state is the same afterwards.
+    The trained network, its configuration completed with the normalisation constants and input sizes, the
+    training record (history, best epoch, ...) and the prepared inputs (for prediction). The caller's torch
+    random state is the same afterwards.
     """
     with isolated_rng(device):  # seeding below must not change the caller's torch random state
         gen = seed_everything(random_state, device)
@@ -56,9 +56,9 @@ def fit_model(
             norm=config["norm"],
             coords=coords,
             image=image,
-            val_fraction=training["val_fraction"],
+            val_fraction=training.val_fraction,
             rng=rng,
-            library_guess=(training.get("spot_mask") or 0.0) > 0,
+            library_guess=(training.spot_mask or 0.0) > 0,
             groups=groups,
         )
         net = build_net(config)
@@ -78,32 +78,20 @@ def fit_model(
                     )
                     enc.projection.copy_(torch.from_numpy(principal_axes(L_axes, config["count_pcs"], random_state)))
         attach_projection(prep, net)
-        spot_mask = _spot_mask(training.get("spot_mask"), prep)
+        spot_mask = _spot_mask(training.spot_mask, prep)
         record = train(
             net,
             prep,
+            replace(training, spot_mask=spot_mask),
             device=device,
             gen=gen,
             loss=config["loss"],
-            max_epochs=training["max_epochs"],
-            batch_size=training["batch_size"],
-            learning_rate=training["learning_rate"],
-            weight_decay=training["weight_decay"],
-            patience=training["patience"],
-            mask_fraction=training["mask_fraction"],
-            observed_weight=training["observed_weight"],
-            detection_weight=training["detection_weight"],
-            modality_dropout=training.get("modality_dropout", 0.0),
-            spot_mask=spot_mask,
-            lr_decay=training.get("lr_decay", 1.0),
-            val_fraction=training["val_fraction"],
             spatial_reg=config.get("spatial_reg", 0.0),
             seed=random_state,
             progress=progress,
         )
         record["spot_mask"] = spot_mask
-        model = ImputationModel(net, config, var_names, device)
-        return model, record, prep
+        return net, config, record, prep
 
 
 def _spot_mask(value: float | None, prep) -> float:

@@ -21,7 +21,10 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-MODALITIES = ("counts", "position", "image")
+from .._constants import MODALITIES
+from ._config import NETWORK_DEFAULTS
+
+_D = NETWORK_DEFAULTS
 
 
 def _mlp(sizes: Sequence[int], *, dropout: float = 0.0, last_activation: bool = True) -> nn.Sequential:
@@ -143,18 +146,18 @@ class ImputeNet(nn.Module):
         *,
         n_position_features: int = 0,
         n_image_features: int = 0,
-        count_hidden: Sequence[int] = (256,),
-        position_hidden: Sequence[int] = (64, 128),
-        image_hidden: Sequence[int] = (64,),
-        decoder_hidden: Sequence[int] = (256,),
-        latent_dim: int = 64,
-        neighbours: bool = False,
-        library_size: bool = True,
-        neighbour_skip: bool = False,
-        count_pcs: int = 0,
-        normalize_counts: bool = False,
-        detection: bool = False,
-        dropout: float = 0.0,
+        count_hidden: Sequence[int] = _D["count_hidden"],
+        position_hidden: Sequence[int] = _D["position_hidden"],
+        image_hidden: Sequence[int] = _D["image_hidden"],
+        decoder_hidden: Sequence[int] = _D["decoder_hidden"],
+        latent_dim: int = _D["latent_dim"],
+        neighbours: bool = _D["neighbours"],
+        library_size: bool = _D["library_size"],
+        neighbour_skip: bool = _D["neighbour_skip"],
+        count_pcs: int = _D["count_pcs"],
+        normalize_counts: bool = _D["normalize_counts"],
+        detection: bool = _D["detection"],
+        dropout: float = _D["dropout"],
         gene_offset: torch.Tensor | None = None,
     ):
         super().__init__()
@@ -261,3 +264,25 @@ class ImputeNet(nn.Module):
         if self.library_size:
             z = torch.cat([z, batch["library"]], dim=1)
         return self.decoder(z)
+
+
+def build_net(config: dict) -> ImputeNet:
+    """The (untrained) network described by ``config`` (a saved model's configuration)."""
+    return ImputeNet(
+        config["n_genes"],
+        config["modalities"],
+        n_position_features=config.get("n_position_features", 0),
+        n_image_features=config.get("n_image_features", 0),
+        count_hidden=config["count_hidden"],
+        position_hidden=config["position_hidden"],
+        image_hidden=config["image_hidden"],
+        decoder_hidden=config["decoder_hidden"],
+        latent_dim=config["latent_dim"],
+        neighbours=config["neighbours"],
+        library_size=config["library_size"],
+        neighbour_skip=config.get("neighbour_skip", False),
+        count_pcs=config.get("count_pcs", 0),
+        normalize_counts=config.get("normalize_counts", False),
+        detection=config.get("detection", False),
+        dropout=config["dropout"],
+    )

@@ -27,3 +27,24 @@ def read_weights(path: Path, map_location: Any, *, label: str, fix: str) -> Any:
             f"unpickle for safety; {fix}"
         )
         raise ValueError(msg) from err
+
+
+def read_state(file: Path, device, *, fix: str) -> dict:
+    """The saved state dict, read with ``weights_only=True``; ``fix`` ends the error messages."""
+    import torch
+
+    state = read_weights(file, device, label=repr(str(file)), fix=fix)
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        what = type(state).__name__ if not isinstance(state, dict) else "dict with non-string keys or non-tensors"
+        msg = f"{str(file)!r} holds a {what}, not a state dict; {fix}"
+        raise ValueError(msg)
+    return state
+
+
+def write_state(net, file: Path) -> None:
+    """Save the network's ``state_dict`` (on the CPU) to ``file``."""
+    import torch
+
+    torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, file)

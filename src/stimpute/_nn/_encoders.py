@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from .._constants import CNN_INPUT_SIDE
+from .._warnings import ImageFeatureWarning, warn
 
 __all__ = ["CNN_ENCODERS", "CNN_INPUT_SIDE", "adapt_state_dict", "encode_tiles", "load_encoder"]
 
@@ -128,8 +129,6 @@ def adapt_state_dict(checkpoint: Any, model, name: str) -> dict:
     """
     import torch
 
-    from .. import _logging as logg
-
     state = checkpoint
     while isinstance(state, Mapping):
         inner = next((state[k] for k in _WRAPPERS if isinstance(state.get(k), Mapping)), None)
@@ -180,7 +179,10 @@ def adapt_state_dict(checkpoint: Any, model, name: str) -> dict:
         )
         raise ValueError(msg)
     if outside:
-        logg.warning(f"Ignored {len(outside)} checkpoint keys outside {best_prefix!r}, e.g. {outside[:_SHOW]}.")
+        warn(
+            f"Ignored {len(outside)} checkpoint keys outside {best_prefix!r}, e.g. {outside[:_SHOW]}.",
+            ImageFeatureWarning,
+        )
     return stripped
 
 

@@ -12,53 +12,31 @@ import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from anndata import AnnData
 
 from .. import _logging as logg
-from .._constants import NETWORK_METHODS
+from .._constants import IMAGE_FEATURES_KEY, IMPUTED_PREFIX, NETWORK_METHODS
+from .._docs import DOC_LIBRARY_KEY, doc_params
 from .._graph import warn_small_sections
 from .._lineage import holdout_id_of
 from .._validate import check_adata, check_bool, check_key_string, check_output_key, plain_values
-from ..get._spatial import suggested_library_key
-from ._checkpoint import read_weights
-from ._data import attach_projection, prepare
-from ._device import float32_default, resolve_device
-from ._module import ImputeNet
-from ._train import LOSSES, predict
+from .._warnings import ImageFeatureWarning, warn
+from ..get._sections import suggested_library_key
+from ._impute_inputs import check_memory, read_counts, read_image_features, read_positions
+from ._model_config import FORMAT_VERSION, RESAVE, read_config
+from ._readout import EMPTY_HISTORY, check_output, restore_observed, write_result
+
+if TYPE_CHECKING:
+    import torch
+
+    from .._nn._config import TrainingOptions
+    from .._nn._module import ImputeNet
 
 MODEL_FILE = "model.pt"
 CONFIG_FILE = "config.json"
-FORMAT_VERSION = 1
-
-
-def build_net(config: dict) -> ImputeNet:
-    """The (untrained) network described by ``config``."""
-    return ImputeNet(
-        config["n_genes"],
-        config["modalities"],
-        n_position_features=config.get("n_position_features", 0),
-        n_image_features=config.get("n_image_features", 0),
-        count_hidden=config["count_hidden"],
-        position_hidden=config["position_hidden"],
-        image_hidden=config["image_hidden"],
-        decoder_hidden=config["decoder_hidden"],
-        latent_dim=config["latent_dim"],
-        neighbours=config["neighbours"],
-        library_size=config["library_size"],
-        neighbour_skip=config.get("neighbour_skip", False),
-        count_pcs=config.get("count_pcs", 0),
-        normalize_counts=config.get("normalize_counts", False),
-        detection=config.get("detection", False),
-        dropout=config["dropout"],
-    )
-
-
-def reference_library(norm: dict) -> float:
-    """Standardised log library size of the reference (median) depth."""
-    return float((np.log1p(norm["library_median"]) - norm["library_mean"]) / norm["library_std"])
 
 
 class ImputationModel:
@@ -92,6 +70,8 @@ class ImputationModel:
     @property
     def fusion_weights(self) -> dict[str, float]:
         """The weights lambda of the modalities in the fused latent vector."""
+        import torch
+
         with torch.no_grad():
             w = self.net.fusion_weights().cpu().numpy()
         return {m: float(v) for m, v in zip(self.net.modalities, w, strict=True)}
@@ -104,6 +84,61 @@ class ImputationModel:
         )
 
     # ------------------------------------------------------------------------------------------------
+    @classmethod
+    def fit(
+        cls,
+        X,
+        *,
+        var_names: list[str],
+        coords: np.ndarray | None,
+        groups: np.ndarray | None,
+        image: np.ndarray | None,
+        config: dict,
+        training: TrainingOptions,
+        device: torch.device,
+        random_state: int,
+        progress: bool,
+    ) -> tuple[ImputationModel, dict, Any]:
+        """Train the network described by ``config`` on counts ``X`` (arrays, not AnnData).
+
+        Returns the model, the training record (history, best epoch, ...) and the prepared inputs, which
+        :meth:`readout` reads the training section's imputation from.
+        """
+        from .._nn._fit import fit_network
+
+        net, config, record, prep = fit_network(
+            X,
+            coords=coords,
+            image=image,
+            config=config,
+            training=training,
+            device=device,
+            random_state=random_state,
+            progress=progress,
+            groups=groups,
+        )
+        return cls(net, config, var_names, device), record, prep
+
+    def readout(self, prep: Any, X, *, output: str, keep_observed: bool) -> np.ndarray:
+        """Imputed counts (float32, spots x genes) of the prepared inputs ``prep`` of counts ``X``."""
+        from .._nn._config import reference_library
+        from .._nn._predict import predict
+
+        norm = self.config["norm"]
+        out = predict(
+            self.net,
+            prep,
+            self.device,
+            loss=self.config["loss"],
+            output=output,
+            gene_max=norm.get("gene_max"),
+            reference_library=reference_library(norm),
+        )
+        if keep_observed:
+            restore_observed(out, X, to_depth=norm["library_median"] if output == "normalized" else None)
+        return out
+
+    @doc_params(library_key=DOC_LIBRARY_KEY)
     def predict(
         self,
         adata: AnnData,
@@ -134,10 +169,9 @@ class ImputationModel:
             :func:`stimpute.pp.image_features` on other axes (its PCA fitted to this section) are
             refused with a :class:`ValueError`.
         library_key
-            Column of ``adata.obs`` naming each spot's section when ``adata`` holds several: neighbours are
-            searched within a section and positions are normalised per section, as in training. Required when
-            the model reads positions or neighbours and ``adata`` holds several sections (see
-            :func:`stimpute.tl.impute`).
+            {library_key}
+            As in training. Required when the model reads positions or neighbours and ``adata`` holds
+            several sections (see :func:`stimpute.tl.impute`).
         keep_observed
             Keep the observed non-zero values (rescaled to the reference depth for ``"normalized"``);
             ``None``: as in training when ``output`` is the training's output, else ``True`` for
@@ -155,18 +189,15 @@ class ImputationModel:
         count scale) and ``adata.uns[key_added]`` (``params``, ``device``, ``wall_time``, and the
         training ``history``/``best_epoch`` of the model).
         """
-        from ..tl._impute import _check_inputs, _check_output, _write_result
-        from ..tl._impute import _restore as restore_observed
-
         start = time.perf_counter()
         key_added = (
-            f"imputed_{self.method}"
+            IMPUTED_PREFIX + self.method
             if key_added is None
             else check_key_string(key_added, name="key_added", writes_uns=True)
         )
         if image_key is not None:
             image_key = check_key_string(image_key, name="image_key")
-        image_key = self.config.get("image_key", "X_image") if image_key is None else image_key
+        image_key = self.config.get("image_key", IMAGE_FEATURES_KEY) if image_key is None else image_key
         trained_output = self.config.get("output", "conditional")
         output = trained_output if output is None else output
         keep_observed = check_bool(keep_observed, name="keep_observed", allow_none=True)
@@ -174,27 +205,20 @@ class ImputationModel:
             default = output == "conditional"
             keep_observed = bool(self.config.get("keep_observed", default)) if output == trained_output else default
         copy = check_bool(copy, name="copy")
-        _check_output(output, self.config)
+        check_output(output, self.config)
         check_adata(adata)
         self._check_genes(adata)  # first: other genes make every other check moot
         uses_image = "image" in self.config["modalities"]
         has_axes = self.config.get("image_features") is not None
         # the image_features call suggested in messages names the object's library column when it holds several
         hint_key = library_key if library_key is not None or not uses_image else suggested_library_key(adata)
-        X, coords, groups, image = _check_inputs(
-            adata,
-            self.method,
-            layer=layer,
-            library_key=library_key,
-            image_key=image_key,
-            modalities=self.config["modalities"],
-            needs_coords=self._needs_coords(),
-            max_dense_gb=float(self.config.get("max_dense_gb", 8.0)),
-            n_params=sum(p.numel() for p in self.net.parameters()),
-            compute_image=False,
-            training=False,
-            image_fix=self._image_call(image_key, hint_key) if uses_image and has_axes else None,
-        )
+        X, _ = read_counts(adata, layer, training=False)
+        coords, groups = read_positions(adata, self.method, needs_coords=self._needs_coords(), library_key=library_key)
+        image = read_image_features(adata, image_key) if uses_image else None
+        if uses_image and image is None:  # a trained model: its modalities are fixed
+            self._missing_image(image_key, hint_key)
+        n_params = sum(p.numel() for p in self.net.parameters())
+        check_memory(adata.shape, n_params=n_params, max_dense_gb=float(self.config.get("max_dense_gb", 8.0)))
         check_output_key(adata, key_added, inputs=["X" if layer is None else layer, image_key], methods=NETWORK_METHODS)
         if uses_image and image.shape[1] != self.config["n_image_features"]:
             fix = (
@@ -211,19 +235,11 @@ class ImputationModel:
             self._check_image_axes(adata, image_key, hint_key)
         if self.config.get("neighbours"):
             warn_small_sections(groups, int(self.config["n_neighbors"]))
+        from .._nn._data import attach_projection, prepare
+
         prep = prepare(X, config=self.config, norm=self.config["norm"], coords=coords, image=image, groups=groups)
         attach_projection(prep, self.net)
-        out = predict(
-            self.net,
-            prep,
-            self.device,
-            loss=self.config["loss"],
-            output=output,
-            gene_max=self.config["norm"].get("gene_max"),
-            reference_library=reference_library(self.config["norm"]),
-        )
-        if keep_observed:
-            restore_observed(out, X, to_depth=self.config["norm"]["library_median"] if output == "normalized" else None)
+        out = self.readout(prep, X, output=output, keep_observed=keep_observed)
         if copy:
             adata = adata.copy()
         params = dict(self.config.get("params", {}))
@@ -237,12 +253,12 @@ class ImputationModel:
             }
         )
         params["library_key"] = "none" if library_key is None else library_key  # this object's, not training's
-        _write_result(
+        write_result(
             adata,
             key_added,
             out,
             params=params,
-            history=self.config.get("history", {"epoch": [], "train_loss": [], "val_loss": []}),
+            history=self.config.get("history", EMPTY_HISTORY),
             best_epoch=int(self.config.get("best_epoch", -1)),
             device=str(self.device),
             wall_time=time.perf_counter() - start,
@@ -263,9 +279,10 @@ class ImputationModel:
         record = adata.uns.get(image_key)
         theirs = record.get(PROJECTION_KEY) if isinstance(record, Mapping) else None
         if theirs is None:
-            logg.warning(
+            warn(
                 f"`adata.uns[{image_key!r}]` does not say how `adata.obsm[{image_key!r}]` was made, so it cannot be "
-                f"checked against the model's image axes; compute it with `{self._image_call(image_key, library_key)}`."
+                f"checked against the model's image axes; compute it with `{self._image_call(image_key, library_key)}`.",
+                ImageFeatureWarning,
             )
             return
         if not same_projection(theirs, ours[PROJECTION_KEY]):
@@ -275,6 +292,16 @@ class ImputationModel:
                 f"something else). Recompute them on the model's axes: `{self._image_call(image_key, library_key)}`."
             )
             raise ValueError(msg)
+
+    def _missing_image(self, image_key: str, hint_key: str | None) -> None:
+        fix = (
+            f"Compute them on the model's axes: `{self._image_call(image_key, hint_key)}`."
+            if self.config.get("image_features") is not None
+            else f"Compute them with `st.pp.image_features(adata, key_added={image_key!r})` and the settings "
+            "used for the training section (encoder, tile_scale, n_comps)."
+        )
+        msg = f"The {self.method} model reads image features from `adata.obsm[{image_key!r}]`, which is missing. {fix}"
+        raise KeyError(msg)
 
     def _image_call(self, image_key: str, library_key: str | None = None) -> str:
         """The ``st.pp.image_features`` call that gives ``obsm[image_key]`` on the model's axes."""
@@ -340,10 +367,10 @@ class ImputationModel:
                 msg = f"{str(path)!r} already holds a saved model; pass `overwrite=True` to replace it."
                 raise FileExistsError(msg)
         path.mkdir(parents=True, exist_ok=True)
-        from .. import __version__
+        from .._nn._checkpoint import write_state
+        from .._version import __version__
 
-        state = {k: v.detach().cpu() for k, v in self.net.state_dict().items()}
-        torch.save(state, path / MODEL_FILE)
+        write_state(self.net, path / MODEL_FILE)
         config = dict(self.config)
         config["var_names"] = self.var_names
         config["stimpute_version"] = __version__
@@ -353,9 +380,19 @@ class ImputationModel:
         logg.info(f"saved {self.method} model to {str(path)!r}")
 
 
-@float32_default()
 def load_model(dirname: str | os.PathLike, device: str | None = None) -> ImputationModel:
     """Load a model written by :meth:`ImputationModel.save` (``weights_only=True``)."""
+    from .._nn._device import float32_default
+
+    with float32_default():
+        return _load_model(dirname, device)
+
+
+def _load_model(dirname: str | os.PathLike, device: str | None) -> ImputationModel:
+    from .._nn._checkpoint import read_state
+    from .._nn._device import resolve_device
+    from .._nn._module import build_net
+
     if not isinstance(dirname, str | os.PathLike):
         msg = f"`dirname` must be a folder path (str or os.PathLike), got {dirname!r}."
         raise TypeError(msg)
@@ -363,135 +400,25 @@ def load_model(dirname: str | os.PathLike, device: str | None = None) -> Imputat
     if not (path / MODEL_FILE).exists() or not (path / CONFIG_FILE).exists():
         msg = f"{str(path)!r} holds no saved model (expected {MODEL_FILE!r} and {CONFIG_FILE!r}); save one with `model.save(dir)`."
         raise FileNotFoundError(msg)
-    config = _read_config(path / CONFIG_FILE)
+    config = read_config(path / CONFIG_FILE)
     dev = resolve_device(device)
     try:
         net = build_net(config)
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         msg = (
-            f"{str(path / CONFIG_FILE)!r} does not describe a stimpute network ({type(err).__name__}: {err}); {_RESAVE}"
+            f"{str(path / CONFIG_FILE)!r} does not describe a stimpute network ({type(err).__name__}: {err}); {RESAVE}"
         )
         raise ValueError(msg) from err
-    state = _read_state(path / MODEL_FILE, dev)
+    state = read_state(path / MODEL_FILE, dev, fix=RESAVE)
     try:
         net.load_state_dict(state)
     except RuntimeError as err:
         msg = (
             f"The weights in {str(path / MODEL_FILE)!r} do not fit the network described by {CONFIG_FILE!r} "
-            f"({str(err).splitlines()[0]} ...); the two files come from different models. {_RESAVE}"
+            f"({str(err).splitlines()[0]} ...); the two files come from different models. {RESAVE}"
         )
         raise ValueError(msg) from err
     net.to(dev)
     net.eval()
     var_names = config.pop("var_names")
     return ImputationModel(net, config, var_names, dev)
-
-
-_RESAVE = "save the model again with `model.save(dirname, overwrite=True)`, or retrain it."
-_NEEDED = ("n_genes", "modalities", "var_names", "norm", "method", "loss")
-_NORM_KEYS = ("library_mean", "library_std", "library_median", "gene_max", "gene_mean")
-
-
-def _read_config(file: Path) -> dict:
-    """The saved ``config.json``, checked enough that a damaged or foreign file fails with a clear message."""
-    try:
-        with open(file) as fh:
-            config = json.load(fh)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        msg = f"{str(file)!r} is not valid JSON ({err}); {_RESAVE}"
-        raise ValueError(msg) from err
-    except OSError as err:
-        msg = f"{str(file)!r} cannot be read ({type(err).__name__}: {err}); {_RESAVE}"
-        raise ValueError(msg) from err
-    if not isinstance(config, dict):
-        msg = f"{str(file)!r} holds a JSON {type(config).__name__}, not a stimpute model configuration; {_RESAVE}"
-        raise ValueError(msg)
-    version = config.get("format_version", 0)
-    if isinstance(version, bool) or not isinstance(version, int):
-        msg = f"{str(file)!r} has `format_version={version!r}`, expected a whole number; {_RESAVE}"
-        raise ValueError(msg)
-    if version < 0:
-        msg = f"{str(file)!r} has `format_version={version!r}`, expected a whole number >= 0; {_RESAVE}"
-        raise ValueError(msg)
-    if version > FORMAT_VERSION:
-        msg = f"{str(file.parent)!r} was saved by a newer stimpute ({config.get('stimpute_version')}); upgrade stimpute to load it."
-        raise ValueError(msg)
-    missing = [k for k in _NEEDED if k not in config]
-    if missing:
-        msg = f"{str(file)!r} lacks {missing}: it was not written by `ImputationModel.save`; {_RESAVE}"
-        raise ValueError(msg)
-    problems = []
-    n_genes, names, norm = config["n_genes"], config["var_names"], config["norm"]
-    if isinstance(n_genes, bool) or not isinstance(n_genes, int) or n_genes < 1:
-        problems.append(f"`n_genes={n_genes!r}` is not a positive whole number")
-    elif not isinstance(names, list) or len(names) != n_genes or not all(isinstance(v, str) for v in names):
-        problems.append(f"`var_names` is not a list of {n_genes} gene names")
-    if not isinstance(norm, dict) or not all(k in norm for k in _NORM_KEYS):
-        problems.append(f"`norm` is not a mapping with {list(_NORM_KEYS)}")
-    modalities = config.get("modalities")
-    n_image = None
-    if isinstance(modalities, list) and "image" in modalities:
-        n_image = config.get("n_image_features")
-        if isinstance(n_image, bool) or not isinstance(n_image, int) or n_image < 1:
-            problems.append(f"`n_image_features={n_image!r}` is not a positive whole number")
-            n_image = None
-    if isinstance(norm, dict) and not problems:
-        problems += _norm_problems(norm, n_genes, n_image)
-    if "image_features" in config:
-        problems += _image_record_problems(config["image_features"], n_image)
-    if config["method"] not in NETWORK_METHODS:
-        problems.append(f"`method={config['method']!r}` is not one of {list(NETWORK_METHODS)}")
-    if config["loss"] not in LOSSES:
-        problems.append(f"`loss={config['loss']!r}` is not one of {list(LOSSES)}")
-    if problems:
-        msg = f"{str(file)!r} is not a valid stimpute model configuration: {'; '.join(problems)}; {_RESAVE}"
-        raise ValueError(msg)
-    return config
-
-
-def _norm_problems(norm: dict, n_genes: int, n_image: int | None) -> list[str]:
-    """What is wrong with the stored normalisation constants (they are used as numbers at prediction)."""
-    problems = []
-    for key in ("library_mean", "library_std", "library_median"):
-        v = norm[key]
-        if not _finite_number(v):
-            problems.append(f"`norm[{key!r}]={v!r}` is not a finite number")
-        elif key != "library_mean" and v <= 0:
-            problems.append(f"`norm[{key!r}]={v!r}` is not positive")
-    lists = {"gene_max": n_genes, "gene_mean": n_genes}
-    if "gene_mean_normalised" in norm:
-        lists["gene_mean_normalised"] = n_genes
-    if n_image is not None:  # an image model standardises its inputs with these
-        lists.update(dict.fromkeys(("image_mean", "image_std"), n_image))
-    for key, n in lists.items():
-        v = norm.get(key)
-        if not (isinstance(v, list) and len(v) == n and all(_finite_number(x) for x in v)):
-            what = "gene" if key.startswith("gene") else "image feature"
-            problems.append(f"`norm[{key!r}]` is not a list of {n} finite numbers (one per {what})")
-        elif key == "image_std" and min(v, default=1.0) <= 0:
-            problems.append(f"`norm[{key!r}]` has values that are not positive")
-        elif key == "gene_max" and min(v, default=0.0) < 0:
-            problems.append("`norm['gene_max']` has negative values (largest observed counts)")
-    return problems
-
-
-def _finite_number(x) -> bool:
-    return not isinstance(x, bool) and isinstance(x, int | float) and bool(np.isfinite(x))
-
-
-def _image_record_problems(record, n_image: int | None) -> list[str]:
-    from .._image._reference import record_problems
-
-    return [f"`image_features`: {p}" for p in record_problems(record, n_outputs=n_image)]
-
-
-def _read_state(file: Path, device) -> dict:
-    """The saved state dict, read with ``weights_only=True``."""
-    state = read_weights(file, device, label=repr(str(file)), fix=_RESAVE)
-    if not isinstance(state, dict) or not all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
-    ):
-        what = type(state).__name__ if not isinstance(state, dict) else "dict with non-string keys or non-tensors"
-        msg = f"{str(file)!r} holds a {what}, not a state dict; {_RESAVE}"
-        raise ValueError(msg)
-    return state
