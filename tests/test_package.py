@@ -334,3 +334,20 @@ def test_cli_demo_finds_a_sections_only_h5ad(tmp_path):
     assert _section_path("named", tmp_path) == tmp_path / "named" / "mob.h5ad"
     with pytest.raises(FileNotFoundError, match=r"no h5ad file in .*two.*one of \['named', 'plain'\]"):
         _section_path("two", tmp_path)
+
+
+def test_warning_categories_are_public_and_filterable():
+    for name in ("StimputeWarning", "InputWarning", "ImageFeatureWarning", "SectionWarning", "ReadoutWarning"):
+        assert name in st.__all__
+        assert issubclass(getattr(st, name), st.StimputeWarning)
+    assert issubclass(st.StimputeWarning, UserWarning)
+
+
+def test_network_defaults_have_one_source():
+    """METHOD_DEFAULTS and the saved configuration's fallbacks read the torch layer's NETWORK_DEFAULTS."""
+    from stimpute._nn._config import NETWORK_DEFAULTS
+    from stimpute.tl._impute_options import METHOD_DEFAULTS
+
+    mm = METHOD_DEFAULTS["multimodal"]
+    for key in ("latent_dim", "decoder_hidden", "count_hidden", "position_hidden", "image_hidden", "dropout"):
+        assert mm[key] == NETWORK_DEFAULTS[key]
