@@ -190,51 +190,12 @@ class ImputationModel:
         training ``history``/``best_epoch`` of the model).
         """
         start = time.perf_counter()
-        key_added = (
-            IMPUTED_PREFIX + self.method
-            if key_added is None
-            else check_key_string(key_added, name="key_added", writes_uns=True)
+        key_added, image_key, output, keep_observed, copy = self._predict_options(
+            key_added=key_added, image_key=image_key, output=output, keep_observed=keep_observed, copy=copy
         )
-        if image_key is not None:
-            image_key = check_key_string(image_key, name="image_key")
-        image_key = self.config.get("image_key", IMAGE_FEATURES_KEY) if image_key is None else image_key
-        trained_output = self.config.get("output", "conditional")
-        output = trained_output if output is None else output
-        keep_observed = check_bool(keep_observed, name="keep_observed", allow_none=True)
-        if keep_observed is None:  # as in training for the training's output, else the output's own default
-            default = output == "conditional"
-            keep_observed = bool(self.config.get("keep_observed", default)) if output == trained_output else default
-        copy = check_bool(copy, name="copy")
-        check_output(output, self.config)
-        check_adata(adata)
-        self._check_genes(adata)  # first: other genes make every other check moot
-        uses_image = "image" in self.config["modalities"]
-        has_axes = self.config.get("image_features") is not None
-        # the image_features call suggested in messages names the object's library column when it holds several
-        hint_key = library_key if library_key is not None or not uses_image else suggested_library_key(adata)
-        X, _ = read_counts(adata, layer, training=False)
-        coords, groups = read_positions(adata, self.method, needs_coords=self._needs_coords(), library_key=library_key)
-        image = read_image_features(adata, image_key) if uses_image else None
-        if uses_image and image is None:  # a trained model: its modalities are fixed
-            self._missing_image(image_key, hint_key)
-        n_params = sum(p.numel() for p in self.net.parameters())
-        check_memory(adata.shape, n_params=n_params, max_dense_gb=float(self.config.get("max_dense_gb", 8.0)))
-        check_output_key(adata, key_added, inputs=["X" if layer is None else layer, image_key], methods=NETWORK_METHODS)
-        if uses_image and image.shape[1] != self.config["n_image_features"]:
-            fix = (
-                f"compute them on the model's axes: `{self._image_call(image_key, hint_key)}`"
-                if has_axes
-                else "compute them with the training section's `st.pp.image_features` settings"
-            )
-            msg = (
-                f"`adata.obsm[{image_key!r}]` has {image.shape[1]} features but the model was trained on "
-                f"{self.config['n_image_features']}; {fix}."
-            )
-            raise ValueError(msg)
-        if uses_image:
-            self._check_image_axes(adata, image_key, hint_key)
-        if self.config.get("neighbours"):
-            warn_small_sections(groups, int(self.config["n_neighbors"]))
+        X, coords, groups, image = self._prediction_inputs(
+            adata, layer=layer, key_added=key_added, image_key=image_key, library_key=library_key
+        )
         from .._nn._data import attach_projection, prepare
 
         prep = prepare(X, config=self.config, norm=self.config["norm"], coords=coords, image=image, groups=groups)
@@ -268,6 +229,69 @@ class ImputationModel:
             f"    imputed with the trained {self.method} model: added `adata.layers[{key_added!r}]`", time_start=start
         )
         return adata if copy else None
+
+    def _predict_options(
+        self,
+        *,
+        key_added: str | None,
+        image_key: str | None,
+        output: str | None,
+        keep_observed: bool | None,
+        copy: bool,
+    ) -> tuple[str, str, str, bool, bool]:
+        """``predict``'s options checked, with the training's values as defaults."""
+        key_added = (
+            IMPUTED_PREFIX + self.method
+            if key_added is None
+            else check_key_string(key_added, name="key_added", writes_uns=True)
+        )
+        if image_key is not None:
+            image_key = check_key_string(image_key, name="image_key")
+        image_key = self.config.get("image_key", IMAGE_FEATURES_KEY) if image_key is None else image_key
+        trained_output = self.config.get("output", "conditional")
+        output = trained_output if output is None else output
+        keep_observed = check_bool(keep_observed, name="keep_observed", allow_none=True)
+        if keep_observed is None:  # as in training for the training's output, else the output's own default
+            default = output == "conditional"
+            keep_observed = bool(self.config.get("keep_observed", default)) if output == trained_output else default
+        copy = check_bool(copy, name="copy")
+        check_output(output, self.config)
+        return key_added, image_key, output, keep_observed, copy
+
+    def _prediction_inputs(
+        self, adata: AnnData, *, layer: str | None, key_added: str, image_key: str, library_key: str | None
+    ) -> tuple[Any, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+        """What the network reads from ``adata`` (counts, positions, sections, image features), checked."""
+        check_adata(adata)
+        self._check_genes(adata)  # first: other genes make every other check moot
+        uses_image = "image" in self.config["modalities"]
+        has_axes = self.config.get("image_features") is not None
+        # the image_features call suggested in messages names the object's library column when it holds several
+        hint_key = library_key if library_key is not None or not uses_image else suggested_library_key(adata)
+        X, _ = read_counts(adata, layer, training=False)
+        coords, groups = read_positions(adata, self.method, needs_coords=self._needs_coords(), library_key=library_key)
+        image = read_image_features(adata, image_key) if uses_image else None
+        if uses_image and image is None:  # a trained model: its modalities are fixed
+            self._missing_image(image_key, hint_key)
+        n_params = sum(p.numel() for p in self.net.parameters())
+        check_memory(adata.shape, n_params=n_params, max_dense_gb=float(self.config.get("max_dense_gb", 8.0)))
+        check_output_key(adata, key_added, inputs=["X" if layer is None else layer, image_key], methods=NETWORK_METHODS)
+        if uses_image and image.shape[1] != self.config["n_image_features"]:
+            fix = (
+                f"compute them on the model's axes: `{self._image_call(image_key, hint_key)}`"
+                if has_axes
+                else "compute them with the training section's `st.pp.image_features` settings"
+            )
+            msg = (
+                f"`adata.obsm[{image_key!r}]` has {image.shape[1]} features but the model was trained on "
+                f"{self.config['n_image_features']}; {fix}."
+            )
+            raise ValueError(msg)
+        if uses_image:
+            self._check_image_axes(adata, image_key, hint_key)
+        if self.config.get("neighbours"):
+            warn_small_sections(groups, int(self.config["n_neighbors"]))
+        return X, coords, groups, image
 
     def _check_image_axes(self, adata: AnnData, image_key: str, library_key: str | None = None) -> None:
         """Refuse image features put on other axes than the training section's (PCA fitted to each section)."""
