@@ -299,7 +299,7 @@ CASES = [
     ("synthetic-domains", same, lambda a, t: st.datasets.synthetic_visium(n_domains=9), ValueError, "`n_domains` must be at most 5"),
     ("synthetic-depth", same, lambda a, t: st.datasets.synthetic_visium(mean_depth=0), ValueError, "`mean_depth`"),
     ("synthetic-seed", same, lambda a, t: st.datasets.synthetic_visium(random_state=-1), TypeError, "`random_state`"),
-    ("dlpfc-section", same, lambda a, t: st.datasets.dlpfc("151507"), ValueError, r"`section` must be one of \['151673', '151674'\]"),
+    ("dlpfc-section", same, lambda a, t: st.datasets.dlpfc("151507"), ValueError, r"`section` must be one of \['151673', '151674', '151675'\]"),
     # st.settings
     ("settings-device", same, lambda a, t: setattr(st.settings, "device", "gpu"), ValueError, r"`settings\.device` must be 'auto'.*got 'gpu'"),
     ("settings-device-index", same, lambda a, t: setattr(st.settings, "device", "cuda:a"), ValueError, r"`settings\.device`"),

@@ -112,7 +112,7 @@ def test_training_record_is_consistent(scored):
         assert hist["train_loss"][-1] < hist["train_loss"][0]
         assert uns["n_parameters"] > 0
     fw = adata.uns["imputed_multimodal"]["fusion_weights"]
-    assert set(fw) == {"counts", "position", "image"}
+    assert set(fw) == {"counts", "position", "image", "graph"}  # the graph encoder is fused as a modality
     assert sum(fw.values()) == pytest.approx(1.0, abs=1e-5)
 
 
@@ -420,11 +420,18 @@ def test_image_method_without_features_or_image(held):
     layers, uns = set(held.layers), set(held.uns)
     with pytest.raises(KeyError, match=r"obsm\['X_image'\].*st\.pp\.image_features"):
         st.tl.impute(held, "image", layer="holdout_train")
-    with pytest.raises(KeyError, match=r"modalities=\('counts', 'position'\)"):
-        st.tl.impute(held, "multimodal", layer="holdout_train")
+    with pytest.raises(KeyError, match=r"modalities=\('counts', 'position'\)"):  # the image asked for by name
+        st.tl.impute(held, "multimodal", layer="holdout_train", modalities=("counts", "position", "image"))
     _unchanged(held, layers, uns)
     assert "X_image" not in held.obsm
-    # without the image modality the fused model runs
+    # on its default modalities the fused model runs without the image, saying so once
+    with pytest.warns(st.ImageFeatureWarning, match=r"runs on counts and position only") as record:
+        st.tl.impute(held, "multimodal", layer="holdout_train", max_epochs=1)
+    assert len([w for w in record if issubclass(w.category, st.ImageFeatureWarning)]) == 1
+    assert held.uns["imputed_multimodal"]["params"]["image_key"] == "none"
+    assert list(held.uns["imputed_multimodal"]["params"]["modalities"]) == ["counts", "position"]
+    assert "X_image" not in held.obsm
+    # naming the modalities says so: no warning
     st.tl.impute(held, "multimodal", layer="holdout_train", modalities=("counts", "position"), max_epochs=1)
     assert held.uns["imputed_multimodal"]["params"]["image_key"] == "none"
 

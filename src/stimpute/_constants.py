@@ -18,6 +18,7 @@ HANDCRAFTED_INPUT_SIDE = 64  # pixels: the handcrafted encoder's default tile in
 CNN_INPUT_SIDE = 224  # pixels: the CNN encoders' default input side (the ImageNet training crop)
 CLUSTERS_KEY = "clusters"
 IMPUTED_PREFIX = "imputed_"
+LATENT_PREFIX = "X_"  # obsm[LATENT_PREFIX + key_added]: the fused latent of a learned method
 DEFAULT_COMPARED_LAYERS = ("X", HOLDOUT_KEY + TRAIN_SUFFIX, IMPUTED_PREFIX + "multimodal")  # st.tl.compare_clusters
 MAX_SEED = 2**32 - 1  # the largest seed numpy, torch and scikit-learn all accept
 NETWORK_METHODS = ("multimodal", "autoencoder", "positional", "image")  # st.tl.impute methods with a trained model
@@ -25,4 +26,5 @@ METHODS = (*NETWORK_METHODS, "knn")  # every st.tl.impute method
 LOSSES = ("mse", "nb", "poisson")  # st.tl.impute's loss=
 OUTPUTS = ("conditional", "expected", "normalized")  # st.tl.impute's output= (the readouts)
 MODALITIES = ("counts", "position", "image")  # the fused network's inputs, in this order
+GRAPH_MODALITY = "graph"  # the graph encoder's place in the fusion (built from the counts and positions)
 LIBRARY_COLUMN = "library_id"  # the obs column naming each spot's section (anndata.concat(label=...), squidpy)

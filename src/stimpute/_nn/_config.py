@@ -33,6 +33,10 @@ NETWORK_DEFAULTS: MappingProxyType[str, Any] = MappingProxyType(
         "n_frequencies": 6,
         "poly_degree": 3,
         "spatial_reg": 0.0,
+        # graph encoder: hops of the spatial kNN graph (0: none) and neighbours per hop
+        "graph_hops": 0,
+        "graph_neighbors": 6,
+        "graph_hidden": (256,),
     }
 )
 

@@ -140,6 +140,11 @@ class Prepared:
     # spot of zeros: training on it would teach the detection head and the count likelihoods that it is empty
     train_spots: np.ndarray | None = None
     library_neighbours: np.ndarray | None = None  # (n_obs, 1) mean standardised log library of 6 nearest spots
+    # graph encoder: the kNN graph of the spots with counts, the depth-normalised log1p counts it propagates, and
+    # (after `attach_projection`) the (n_obs, hops * n_pcs) hop features of every spot
+    hop_graph: sparse.csr_matrix | None = None
+    hop_source: sparse.csr_matrix | None = None
+    graph_hops: np.ndarray | None = None
     extra: dict = field(default_factory=dict)
 
     @property
@@ -292,6 +297,12 @@ def prepare(
                     rate = rate.toarray()
                     estimate = None if estimate is None else estimate.toarray()
                 prep.neigh_cache = (mean, rate, estimate)
+    if config.get("graph_hops", 0) > 0:
+        prep.hop_graph = spatial_graph(coords, config["graph_neighbors"], sources=totals > 0, groups=groups)
+        if prep.neigh_source is not None and config.get("normalize_counts"):
+            prep.hop_source = prep.neigh_source  # the same matrix: not held twice
+        else:
+            prep.hop_source = depth_normalised_log1p(X, norm["library_median"])
     if "position" in modalities:
         prep.position = position_features(
             coords, n_frequencies=config["n_frequencies"], degree=config["poly_degree"], groups=groups
@@ -398,12 +409,19 @@ def batch(prep: Prepared, idx: np.ndarray, device: torch.device, *, source: str 
         out["position"] = torch.from_numpy(prep.position[idx]).to(device)
     if prep.image is not None:
         out["image"] = torch.from_numpy(prep.image[idx]).to(device)
+    if prep.graph_hops is not None:
+        out["graph"] = torch.from_numpy(prep.graph_hops[idx]).to(device)
     return out
 
 
 def attach_projection(prep: Prepared, net) -> None:
-    """Precompute the neighbours' mean counts projected on the count encoder's fixed axes (they never change)."""
+    """Precompute the inputs read through the count encoder's fixed axes (they never change): the neighbours'
+    mean counts projected on them, and the graph encoder's hop features."""
     enc = net.encoders["counts"] if "counts" in net.encoders else None
+    if prep.hop_graph is not None and enc is not None:
+        prep.graph_hops = hop_features(
+            prep.hop_graph, prep.hop_source, enc.projection.detach().cpu().numpy(), int(net.encoders["graph"].n_hops)
+        )
     if not prep.has_neighbours or enc is None or enc.n_pcs == 0 or enc.neigh is None:
         return
     V = enc.projection.detach().cpu().numpy().astype(np.float32)
@@ -418,3 +436,20 @@ def attach_projection(prep: Prepared, net) -> None:
         mean.sort_indices()  # the same summation order as with the cache
         proj[rows] = np.asarray(mean @ V, dtype=np.float32)
     prep.neigh_proj = proj
+
+
+def hop_features(graph: sparse.csr_matrix, source: sparse.csr_matrix, axes: np.ndarray, n_hops: int) -> np.ndarray:
+    """``[A P, A^2 P, ..., A^K P]`` with ``P = source @ axes``: ``(n_obs, n_hops * n_pcs)`` float32.
+
+    Sparse products only (``graph`` is the row-normalised kNN graph, ``source`` the CSR counts), in row chunks
+    for the projection, so nothing of size spots x spots or spots x genes is dense.
+    """
+    V = np.asarray(axes, dtype=np.float32)
+    P = np.empty((source.shape[0], V.shape[1]), dtype=np.float32)
+    for start in range(0, source.shape[0], _CHUNK):
+        P[start : start + _CHUNK] = np.asarray(source[start : start + _CHUNK] @ V, dtype=np.float32)
+    hops = []
+    for _ in range(n_hops):
+        P = np.asarray(graph @ P, dtype=np.float32)
+        hops.append(P)
+    return np.hstack(hops) if hops else np.zeros((source.shape[0], 0), dtype=np.float32)

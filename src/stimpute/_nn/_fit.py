@@ -78,6 +78,12 @@ def fit_network(
                     )
                     enc.projection.copy_(torch.from_numpy(principal_axes(L_axes, config["count_pcs"], random_state)))
         attach_projection(prep, net)
+        if prep.graph_hops is not None:  # standardise the hop features on the spots trained on
+            rows = prep.graph_hops if prep.train_spots is None else prep.graph_hops[prep.train_spots]
+            std = rows.std(axis=0)
+            with torch.no_grad():
+                net.encoders["graph"].hop_mean.copy_(torch.from_numpy(rows.mean(axis=0).astype(np.float32)))
+                net.encoders["graph"].hop_scale.copy_(torch.from_numpy(np.where(std > 0, std, 1.0).astype(np.float32)))
         spot_mask = _spot_mask(training.spot_mask, prep)
         record = train(
             net,

@@ -6,7 +6,8 @@ One class covers the four methods of :func:`stimpute.tl.impute`; a method is a c
 ``"positional"``   position only (Fourier and polynomial features of the normalised (x, y))
 ``"image"``        image features only (``obsm[image_key]``, standardised)
 ``"multimodal"``   all three; the count encoder also reads the mean ``log1p`` counts of the spot's
-                   spatial neighbours
+                   spatial neighbours, and a graph encoder (``graph_hops > 0``) reads the spot's
+                   neighbourhood over several hops of the sparse spatial kNN graph
 
 Each encoder maps its input to a latent vector of size ``latent_dim``; the latents are summed with
 weights ``softmax(fusion_logits)`` (the lambda_1..3 of the reference design) and decoded, together with
@@ -21,7 +22,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from .._constants import MODALITIES
+from .._constants import GRAPH_MODALITY, MODALITIES
 from ._config import NETWORK_DEFAULTS
 
 _D = NETWORK_DEFAULTS
@@ -101,6 +102,31 @@ class CountEncoder(nn.Module):
         return self.rest(self.dropout(torch.relu(h)))
 
 
+class GraphEncoder(nn.Module):
+    """Multi-hop neighbourhood encoder over the sparse spatial kNN graph (SIGN-style graph network).
+
+    Its input is ``[A P, A^2 P, ..., A^K P]``: the spots' depth-normalised ``log1p`` counts ``P`` projected on
+    the count encoder's fixed principal axes, propagated ``K`` times over the row-normalised kNN graph ``A``
+    of the spots with counts (no self loops: a spot's own counts reach it only through its neighbours).
+    The propagation has no weights, so it is computed once, sparse, before training (nothing spot x spot is
+    dense and minibatches are rows of an ``(n_obs, K * n_pcs)`` array); the network learns how to weigh and
+    mix the hops. Hop features are standardised with constants fitted on the training section (buffers,
+    saved with the weights), so another section is read on the same scale.
+    """
+
+    def __init__(self, n_pcs: int, n_hops: int, hidden: Sequence[int], latent_dim: int, *, dropout: float):
+        super().__init__()
+        n_in = int(n_pcs) * int(n_hops)
+        self.n_hops = int(n_hops)
+        self.register_buffer("hop_mean", torch.zeros(n_in))
+        self.register_buffer("hop_scale", torch.ones(n_in))
+        self.net = _mlp([n_in, *hidden, latent_dim], dropout=dropout)
+
+    def forward(self, hops: torch.Tensor) -> torch.Tensor:
+        """Latent vector of each spot from its hop features (rows of ``Prepared.graph_hops``)."""
+        return self.net((hops - self.hop_mean) / self.hop_scale)
+
+
 class ImputeNet(nn.Module):
     """Encoders for the chosen modalities, weighted-sum fusion, decoder to genes.
 
@@ -135,6 +161,10 @@ class ImputeNet(nn.Module):
         columns, the value (``log1p`` given detection) first.
     dropout
         Dropout after hidden layers.
+    graph_hops, graph_hidden
+        Hops of the spatial graph read by the graph encoder (0: none; needs ``count_pcs > 0``) and its hidden
+        widths. The graph encoder is fused as a modality of its own (``"graph"``), so a spot without counts
+        keeps its neighbourhood.
     gene_offset
         Initial per-gene output bias (e.g. each gene's mean ``log1p`` non-zero value).
     """
@@ -158,10 +188,17 @@ class ImputeNet(nn.Module):
         normalize_counts: bool = _D["normalize_counts"],
         detection: bool = _D["detection"],
         dropout: float = _D["dropout"],
+        graph_hops: int = _D["graph_hops"],
+        graph_hidden: Sequence[int] = _D["graph_hidden"],
         gene_offset: torch.Tensor | None = None,
     ):
         super().__init__()
         self.modalities = tuple(m for m in MODALITIES if m in modalities)
+        if graph_hops > 0:
+            if "counts" not in self.modalities or count_pcs <= 0:
+                msg = "the graph encoder reads projected counts: it needs the 'counts' modality and `count_pcs > 0`."
+                raise ValueError(msg)
+            self.modalities = (*self.modalities, GRAPH_MODALITY)
         self.library_size = bool(library_size)
         self.encoders = nn.ModuleDict()
         if "counts" in self.modalities:
@@ -178,6 +215,11 @@ class ImputeNet(nn.Module):
             self.encoders["position"] = _mlp([n_position_features, *position_hidden, latent_dim], dropout=dropout)
         if "image" in self.modalities:
             self.encoders["image"] = _mlp([n_image_features, *image_hidden, latent_dim], dropout=dropout)
+        if GRAPH_MODALITY in self.modalities:
+            self.encoders[GRAPH_MODALITY] = GraphEncoder(
+                count_pcs, graph_hops, list(graph_hidden), latent_dim, dropout=dropout
+            )
+        self.latent_dim = int(latent_dim)
         # lambda_1..3 of the reference design: softmax of free logits, all equal at the start
         self.fusion_logits = nn.Parameter(torch.zeros(len(self.modalities)))
         dec_in = latent_dim + (1 if self.library_size else 0)
@@ -244,6 +286,13 @@ class ImputeNet(nn.Module):
         ``batch["counts_read"]``, when present, replaces ``batch["counts"]`` as the count encoder's input already
         read by :meth:`CountEncoder.read` (inputs that do not change between epochs, read once).
         """
+        z = self.latent(batch, keep)
+        if self.library_size:
+            z = torch.cat([z, batch["library"]], dim=1)
+        return self.decoder(z)
+
+    def latent(self, batch: Mapping[str, torch.Tensor], keep: torch.Tensor | None = None) -> torch.Tensor:
+        """The fused latent vector of each spot of ``batch`` (the weighted sum of the modalities' latents)."""
         weights = self.fusion_weights()[None, :]
         if keep is not None:
             weights = weights * keep
@@ -261,9 +310,7 @@ class ImputeNet(nn.Module):
                 zm = self.encoders[m](batch[m])
             zm = weights[:, i : i + 1] * zm
             z = zm if z is None else z + zm
-        if self.library_size:
-            z = torch.cat([z, batch["library"]], dim=1)
-        return self.decoder(z)
+        return z
 
 
 def build_net(config: dict) -> ImputeNet:
@@ -285,4 +332,6 @@ def build_net(config: dict) -> ImputeNet:
         normalize_counts=config.get("normalize_counts", False),
         detection=config.get("detection", False),
         dropout=config["dropout"],
+        graph_hops=config.get("graph_hops", 0),
+        graph_hidden=config.get("graph_hidden", _D["graph_hidden"]),
     )

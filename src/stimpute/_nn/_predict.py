@@ -75,3 +75,22 @@ def readout(
         theta = torch.exp(net.log_theta).clamp(1e-4, 1e6)[None, :]
         p_zero = torch.exp(theta * (torch.log(theta) - torch.log(theta + mu)))
     return mu / (1.0 - p_zero).clamp(min=1e-6)
+
+
+@torch.inference_mode()
+@float32_default()
+def latent(net: ImputeNet, prep: Prepared, device: torch.device, *, chunk: int = 512) -> np.ndarray:
+    """The fused latent vector of every spot from all its observed entries, float32 ``(n_obs, latent_dim)``.
+
+    A spot without counts reads the modalities other than its counts (as in :func:`predict`).
+    """
+    net.eval()
+    net.to(device)
+    out = np.empty((prep.n_obs, net.latent_dim), dtype=np.float32)
+    for start in range(0, prep.n_obs, chunk):
+        idx = np.arange(start, min(prep.n_obs, start + chunk))
+        b = batch(prep, idx, device, source="obs")
+        no_counts = torch.from_numpy(np.diff(prep.L_obs.indptr)[idx] == 0).to(device)
+        keep = without_counts(net, no_counts, None) if bool(no_counts.any()) else None
+        out[idx] = net.latent(b, keep).float().cpu().numpy()
+    return out

@@ -16,8 +16,8 @@ from ..get._spatial import set_spatial
 
 __all__ = ["dlpfc", "her2st", "mouse_olfactory_bulb", "mouse_placenta"]
 
-DLPFC_SECTIONS = ("151673", "151674")
-HER2ST_SECTIONS = ("C2", "C3")
+DLPFC_SECTIONS = ("151673", "151674", "151675")
+HER2ST_SECTIONS = ("C2", "C3", "B1", "D1")
 # full-resolution H&E of each her2st section (the file names follow the slide position, not the section)
 HER2ST_IMAGES = {"C2": "5714_HE_BT_C2.jpg", "C3": "5714_HE_BT_D1.jpg"}
 
@@ -53,7 +53,7 @@ def _section(section: str | int, choices: tuple[str, ...]) -> str:
 def dlpfc(section: str = "151673") -> AnnData:
     """Human dorsolateral prefrontal cortex, 10x Visium, with manual cortical layer labels.
 
-    Sections 151673 and 151674 of the LIBD spatialLIBD study (Maynard, Collado-Torres et al.,
+    Sections 151673, 151674 and 151675 of the LIBD spatialLIBD study (Maynard, Collado-Torres et al.,
     Nat Neurosci 24:425-436, 2021): directly adjacent serial sections of donor 3, Space Ranger 1.0.
     Counts are the 5,000-gene subset kept by the Banksy authors (prabhakarlab/Banksy, MIT); the
     images, scale factors, positions and layer labels come from LieberInstitute/HumanPilot
@@ -63,7 +63,9 @@ def dlpfc(section: str = "151673") -> AnnData:
     Parameters
     ----------
     section
-        ``"151673"`` (3,639 spots, 3,611 labelled) or ``"151674"`` (3,673 spots, 3,635 labelled).
+        ``"151673"`` (3,639 spots, 3,611 labelled), ``"151674"`` (3,673 spots, 3,635 labelled) or
+        ``"151675"`` (3,592 spots, 3,566 labelled; the same donor's other pair of sections, with its own
+        5,000-gene subset: intersect ``var['gene_ids']`` to combine it with the others).
 
     Returns
     -------
@@ -87,8 +89,9 @@ def dlpfc(section: str = "151673") -> AnnData:
 def her2st(section: str = "C2") -> AnnData:
     """Human HER2-positive breast cancer, legacy Spatial Transcriptomics, with a full-resolution H&E.
 
-    Sections C2 and C3 (patient C) of Andersson, Larsson, Stenbeck et al., Nat Commun 12:6012
-    (2021), from almaan/her2st. Older ST array (100 um spots on a 200 um grid, about 190 spots per
+    Sections C2 and C3 (patient C), B1 (patient B) and D1 (patient D) of Andersson, Larsson, Stenbeck et al.,
+    Nat Commun 12:6012 (2021), from almaan/her2st. B1 and D1 carry the pathologist's regions in
+    ``obs['label']`` (``"undetermined"`` included: leave it out when scoring) but no H&E image. Older ST array (100 um spots on a 200 um grid, about 190 spots per
     section), full transcriptome, gene symbols only; not Visium. The repository has no licence
     file: treat the data as public research data with unstated terms (fine for development and
     testing, do not redistribute) and cite the paper.
@@ -96,7 +99,8 @@ def her2st(section: str = "C2") -> AnnData:
     Parameters
     ----------
     section
-        ``"C2"`` (187 spots x 15,706 genes) or ``"C3"`` (180 spots x 15,821 genes).
+        ``"C2"`` (187 spots x 15,706 genes), ``"C3"`` (180 spots x 15,821 genes), ``"B1"`` (295 spots x 15,109
+        genes) or ``"D1"`` (306 spots x 15,661 genes).
 
     Returns
     -------
@@ -121,6 +125,8 @@ def her2st(section: str = "C2") -> AnnData:
     lib = _library_id(adata)
     entry = adata.uns["spatial"][lib]
     metadata = dict(entry.get("metadata") or {})
+    if section not in HER2ST_IMAGES:  # B1, D1: no image was published with the counts that could be obtained
+        return adata
     jpg = (settings.datadir / folder / str(metadata.get("fullres_image", HER2ST_IMAGES[section]))).resolve()
     if jpg.is_file():
         metadata["source_image_path"] = str(jpg)

@@ -73,7 +73,10 @@ def compare_clusters(
     adata
         Annotated data (spots x genes) with counts in ``X`` and/or the layers.
     layers
-        Layers to cluster; ``"X"`` or ``None`` means ``adata.X``. Imputed layers may be dense and
+        Layers to cluster; ``"X"`` or ``None`` means ``adata.X``. A key of ``adata.obsm`` that is not a layer
+        (e.g. the fused latent ``"X_imputed_multimodal"`` written by :func:`stimpute.tl.impute`) is a
+        representation: it is clustered as it is (k-means on it, or Leiden on its neighbour graph), without
+        normalisation or PCA. Imputed layers may be dense and
         non-integer but must be finite and non-negative.
     method
         ``"leiden"`` (:func:`scanpy.tl.leiden`, igraph flavour) or ``"kmeans"`` (scikit-learn
@@ -282,7 +285,10 @@ def _check_options(
         msg = f"`adata` has {adata.n_obs} spots; clustering needs at least 3."
         raise ValueError(msg)
     for layer in layers:
-        _check_values(get_matrix(adata, layer), layer)
+        if is_representation(adata, layer):
+            _check_representation(adata, layer)
+        else:
+            _check_values(get_matrix(adata, layer), layer)
     if "X" in layers and "log1p" in adata.uns:
         M = get_matrix(adata, "X")
         if not is_whole(M):
@@ -431,12 +437,34 @@ def _check_layers(adata: AnnData, layers) -> list[str]:
         raise TypeError(msg)
     names = []
     for layer in layers:
-        check_layer(adata, layer, name="layers")
+        if not is_representation(adata, layer):  # an obsm representation (e.g. a fused latent) is clustered as is
+            check_layer(adata, layer, name="layers")
         names.append("X" if layer is None else layer)
     if len(set(names)) != len(names):
         msg = f"`layers` contains duplicates: {names}."
         raise ValueError(msg)
     return names
+
+
+def is_representation(adata: AnnData, name: str | None) -> bool:
+    """Whether ``name`` names an ``obsm`` representation (and no layer): clustered as it is, without PCA."""
+    return isinstance(name, str) and name != "X" and name not in adata.layers and name in adata.obsm
+
+
+def _check_representation(adata: AnnData, key: str) -> None:
+    rep = adata.obsm[key]
+    rep = rep.to_numpy() if hasattr(rep, "to_numpy") else rep
+    if sparse.issparse(rep) or np.ndim(rep) != 2 or not np.issubdtype(np.asarray(rep).dtype, np.number):
+        msg = f"`adata.obsm[{key!r}]` must be a dense numeric (n_obs, n_dims) array to be clustered, got {type(rep).__name__}."
+        raise ValueError(msg)
+    if not np.isfinite(np.asarray(rep)).all():
+        msg = f"`adata.obsm[{key!r}]` contains NaN or infinite values; recompute it before clustering."
+        raise ValueError(msg)
+
+
+def _representation(adata: AnnData, key: str) -> np.ndarray:
+    rep = adata.obsm[key]
+    return np.asarray(rep.to_numpy() if hasattr(rep, "to_numpy") else rep, dtype=np.float64)
 
 
 def _check_values(M, layer: str) -> None:
@@ -484,12 +512,16 @@ def _cluster_and_score(
     labels_of: dict[str, np.ndarray] = {}
     resolution_of: dict[str, float] = {}
     for layer in layers:
-        pca = _pca(
-            get_matrix(adata, layer),
-            n_top_genes=n_top_genes,
-            n_pcs=n_pcs,
-            random_state=random_state,
-            where="`adata.X`" if layer == "X" else f"`adata.layers[{layer!r}]`",
+        pca = (
+            _representation(adata, layer)
+            if is_representation(adata, layer)
+            else _pca(
+                get_matrix(adata, layer),
+                n_top_genes=n_top_genes,
+                n_pcs=n_pcs,
+                random_state=random_state,
+                where="`adata.X`" if layer == "X" else f"`adata.layers[{layer!r}]`",
+            )
         )
         if method == "kmeans":
             labels_of[layer] = _kmeans(pca, n_clusters, random_state)

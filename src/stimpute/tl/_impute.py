@@ -66,11 +66,19 @@ def impute(
     Methods (the four ideas of the reference MSc project, plus a baseline):
 
     ``"multimodal"``
-        Three encoders, each to a latent vector: counts (the spot's own masked ``log1p`` counts and the
+        Four encoders, each to a latent vector: counts (the spot's own masked ``log1p`` counts and the
         mean ``log1p`` counts of its ``n_neighbors`` nearest spots, both projected on ``count_pcs``
-        fixed principal axes), position (Fourier and polynomial features of the normalised (x, y)) and
-        image (``obsm[image_key]``, standardised). The latents are summed with learned weights lambda (a
-        softmax, recorded in ``uns[key_added]['fusion_weights']``) and decoded to all genes. A per-gene
+        fixed principal axes), position (Fourier and polynomial features of the normalised (x, y)),
+        image (``obsm[image_key]``, standardised) and a graph encoder (``graph_hops`` [4] hops of the
+        sparse kNN graph of the spots, ``graph_neighbors`` [6] per spot: the depth-normalised counts
+        projected on the same axes and propagated over the graph, ``[A P, A^2 P, ...]``, read by an MLP,
+        so each spot's latent sees its neighbourhood a few spots wide; the propagation is sparse and done
+        once, so minibatches stay rows). The latents are summed with learned weights lambda (a
+        softmax, recorded in ``uns[key_added]['fusion_weights']``; the graph encoder as ``"graph"``), written
+        to ``obsm['X_' + key_added]`` (the fused latent, for ``sc.pp.neighbors(use_rep=...)``) and decoded to
+        all genes. On a section without image features nor an H&E image to compute them from, the fused
+        model on its default modalities runs on counts and positions and says so (an
+        :class:`~stimpute.ImageFeatureWarning`). A per-gene
         linear term in the neighbours' values of the same gene (``neighbour_skip``) carries the
         gene-specific spatial signal past the shared latent vector. ``modality_dropout > 0`` drops each
         modality of each spot with that probability during training. ``modalities=`` leaves modalities
@@ -209,7 +217,8 @@ def impute(
             common depth; depth enters only through the library size), ``neighbours`` [True],
             ``neighbour_skip`` [True], ``n_neighbors`` [18], ``shrinkage`` [2.0], ``position_hidden``
             [(64, 128)], ``n_frequencies`` [6], ``poly_degree`` [3], ``image_hidden`` [(64,)],
-            ``modality_dropout`` [0.0], ``spatial_reg`` [0.0].
+            ``modality_dropout`` [0.0], ``spatial_reg`` [0.0], ``graph_hops`` [4] (0: no graph encoder),
+            ``graph_neighbors`` [6], ``graph_hidden`` [(256,)].
         ``"knn"``
             ``n_neighbors`` [30], ``shrinkage`` [2.0].
 
@@ -220,6 +229,10 @@ def impute(
 
     ``adata.layers['imputed_{method}' | key_added]``
         Dense float32 imputed counts in the scale of ``layer``.
+    ``adata.obsm['X_imputed_{method}' | 'X_' + key_added]``
+        The learned methods' fused latent vector of each spot (float32, spots x ``latent_dim``), like scVI's
+        ``X_scVI``: a representation for ``sc.pp.neighbors(adata, use_rep=...)``, Leiden, squidpy and
+        :func:`stimpute.tl.compare_clusters`.
     ``adata.uns['imputed_{method}' | key_added]``
         ``params`` (every option used), ``history`` (``{"epoch", "train_loss", "val_loss"}``; empty for
         ``"knn"``), ``best_epoch`` (the epoch whose weights were kept; -1 for ``"knn"``), ``device``,
@@ -237,6 +250,8 @@ def impute(
     dtype('float32')
     >>> model.predict(adata, layer="holdout_train", output="normalized", key_added="for_clustering")
     >>> st.tl.impute(adata, "knn", layer="holdout_train")
+    >>> adata.obsm["X_imputed_multimodal"].shape  # the fused latent
+    (200, 64)
     >>> sorted(adata.uns["imputed_knn"])[:3]
     ['best_epoch', 'device', 'fusion_weights']
     """
@@ -333,7 +348,13 @@ def _impute_network(
         "stopped_early": bool(record["stopped_early"]),
         "n_parameters": int(sum(p.numel() for p in model.net.parameters())),
     }
-    result = {"history": history, "best_epoch": record["best_epoch"], "device": str(inputs.device), "extra": extra}
+    result = {
+        "history": history,
+        "best_epoch": record["best_epoch"],
+        "device": str(inputs.device),
+        "extra": extra,
+        "latent": model.latent_of(prep),
+    }
     return out, result, model
 
 

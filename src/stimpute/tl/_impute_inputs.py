@@ -19,7 +19,7 @@ from .. import _logging as logg
 from .._constants import METHODS, SPATIAL_KEY
 from .._graph import warn_small_sections
 from .._validate import check_adata, check_counts, check_output_key, get_matrix, is_whole, plain_values
-from .._warnings import InputWarning, warn
+from .._warnings import ImageFeatureWarning, InputWarning, warn
 from ..get._sections import library_groups
 from ..get._spatial import spatial_coords
 
@@ -47,7 +47,18 @@ def gather_inputs(adata: AnnData, run: ImputeRun) -> Inputs:
     coords, groups = read_positions(adata, run.method, needs_coords=run.needs_coords, library_key=run.library_key)
     image = read_image_features(adata, run.image_key) if "image" in run.modalities else None
     if "image" in run.modalities and image is None:  # computed later (after a copy), if there is an image
-        check_image_computable(adata, run.method, run.image_key, run.library_key)
+        try:
+            check_image_computable(adata, run.method, run.image_key, run.library_key)
+        except KeyError as err:
+            if not run.image_optional:
+                raise
+            run.drop_image()  # the fused model's default modalities: run on the others (e.g. her2st B1/D1)
+            warn(
+                f"No image features in `adata.obsm[{run.image_key!r}]` and no H&E image to compute them from: the "
+                f"{run.method} model runs on {' and '.join(run.modalities)} only ({err.args[0].split('. ')[0]}). "
+                "Pass `modalities=('counts', 'position')` to say so and silence this warning.",
+                ImageFeatureWarning,
+            )
     if run.method != "knn":
         check_trainable(X, name)
     # the spatial_reg cache holds every output column (two per gene with a detection head)

@@ -67,6 +67,9 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
         "image_hidden": _N["image_hidden"],
         "modality_dropout": _T.modality_dropout,
         "spatial_reg": _N["spatial_reg"],
+        "graph_hops": 4,
+        "graph_neighbors": _N["graph_neighbors"],
+        "graph_hidden": _N["graph_hidden"],
     },
 }
 METHOD_MODALITIES = {"autoencoder": ("counts",), "positional": ("position",), "image": ("image",)}
@@ -98,6 +101,13 @@ class ImputeRun:
     modalities: tuple[str, ...] = ()
     needs_coords: bool = False
     n_params: int = 0
+    #: the fused model on its default modalities: without an image it runs on the others (``drop_image``)
+    image_optional: bool = False
+
+    def drop_image(self) -> None:
+        """Leave the image modality out (a fused model on default modalities, for a section without an image)."""
+        self.modalities = tuple(m for m in self.modalities if m != "image")
+        self.opts["modalities"] = self.modalities
 
     def training(self) -> TrainingOptions:
         """The training options of a learned method."""
@@ -198,7 +208,7 @@ def resolve_run(
         check_output(output, {"loss": loss, "detection": opts["detection"]})
     modalities = tuple(opts.get("modalities", METHOD_MODALITIES.get(method, ())))
     needs_coords = method in ("knn", "positional") or (
-        method == "multimodal" and ("position" in modalities or opts["neighbours"])
+        method == "multimodal" and ("position" in modalities or opts["neighbours"] or opts["graph_hops"] > 0)
     )
     needs_coords = needs_coords or opts.get("spatial_reg", 0.0) > 0
     n_params = 0 if method == "knn" else estimate_parameters(method, opts, adata.n_vars, modalities)
@@ -224,6 +234,7 @@ def resolve_run(
         modalities=modalities,
         needs_coords=needs_coords,
         n_params=n_params,
+        image_optional=method == "multimodal" and "modalities" not in method_kwargs,
     )
 
 
@@ -274,6 +285,9 @@ def network_config(
         "image_key": image_key,
         "keep_observed": bool(keep_observed),
         "max_dense_gb": max_dense_gb,
+        "graph_hops": int(opts.get("graph_hops", _N["graph_hops"])),
+        "graph_neighbors": int(opts.get("graph_neighbors", _N["graph_neighbors"])),
+        "graph_hidden": list(opts.get("graph_hidden", _N["graph_hidden"])),
     }
 
 
@@ -321,14 +335,15 @@ def method_options(method: str, kwargs: dict[str, Any]) -> dict[str, Any]:
         )
         raise TypeError(msg)
     opts = {**defaults, **kwargs}
-    for name in ("latent_dim", "patience", "n_neighbors", "n_frequencies"):
+    for name in ("latent_dim", "patience", "n_neighbors", "n_frequencies", "graph_neighbors"):
         if name in opts:
             opts[name] = check_positive_int(opts[name], name=name)
-    if "count_pcs" in opts:
-        opts["count_pcs"] = check_positive_int(opts["count_pcs"], name="count_pcs", minimum=0)
+    for name in ("count_pcs", "graph_hops"):
+        if name in opts:
+            opts[name] = check_positive_int(opts[name], name=name, minimum=0)
     if "poly_degree" in opts:
         opts["poly_degree"] = check_positive_int(opts["poly_degree"], name="poly_degree", minimum=0)
-    for name in ("count_hidden", "position_hidden", "image_hidden", "decoder_hidden"):
+    for name in ("count_hidden", "position_hidden", "image_hidden", "decoder_hidden", "graph_hidden"):
         if name in opts:
             sizes = opts[name]
             if isinstance(sizes, np.ndarray) and sizes.ndim == 1:  # e.g. a record read back from h5ad
@@ -394,4 +409,6 @@ def method_options(method: str, kwargs: dict[str, Any]) -> dict[str, Any]:
         opts["modalities"] = tuple(m for m in MODALITIES if m in mods)
         if "counts" not in opts["modalities"]:
             opts["neighbours"] = False
+    if opts.get("graph_hops", 0) > 0 and ("counts" not in opts.get("modalities", ()) or opts.get("count_pcs", 0) == 0):
+        opts["graph_hops"] = 0  # the graph encoder propagates the projected counts: off without them
     return opts

@@ -138,6 +138,12 @@ class ImputationModel:
             restore_observed(out, X, to_depth=norm["library_median"] if output == "normalized" else None)
         return out
 
+    def latent_of(self, prep: Any) -> np.ndarray:
+        """The fused latent vectors (float32, spots x ``latent_dim``) of the prepared inputs ``prep``."""
+        from .._nn._predict import latent
+
+        return latent(self.net, prep, self.device)
+
     @doc_params(library_key=DOC_LIBRARY_KEY)
     def predict(
         self,
@@ -186,7 +192,7 @@ class ImputationModel:
         Returns
         -------
         ``None``, or the modified copy when ``copy=True``. Sets ``adata.layers[key_added]`` (float32,
-        count scale) and ``adata.uns[key_added]`` (``params``, ``device``, ``wall_time``, and the
+        count scale), ``adata.obsm['X_' + key_added]`` (the fused latent, float32) and ``adata.uns[key_added]`` (``params``, ``device``, ``wall_time``, and the
         training ``history``/``best_epoch`` of the model).
         """
         start = time.perf_counter()
@@ -224,6 +230,7 @@ class ImputationModel:
             device=str(self.device),
             wall_time=time.perf_counter() - start,
             extra={"fusion_weights": self.fusion_weights, "trained": False},
+            latent=self.latent_of(prep),
         )
         logg.info(
             f"    imputed with the trained {self.method} model: added `adata.layers[{key_added!r}]`", time_start=start
@@ -335,7 +342,8 @@ class ImputationModel:
 
     def _needs_coords(self) -> bool:
         c = self.config
-        return "position" in c["modalities"] or bool(c.get("neighbours"))  # spatial_reg: training only
+        # spatial_reg: training only
+        return "position" in c["modalities"] or bool(c.get("neighbours")) or int(c.get("graph_hops", 0)) > 0
 
     def _check_genes(self, adata: AnnData) -> None:
         names = list(map(str, adata.var_names))

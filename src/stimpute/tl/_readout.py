@@ -11,7 +11,7 @@ import numpy as np
 from anndata import AnnData
 from scipy import sparse
 
-from .._constants import OUTPUTS
+from .._constants import LATENT_PREFIX, OUTPUTS
 from .._validate import as_csr, check_choice
 
 EMPTY_HISTORY = {"epoch": [], "train_loss": [], "val_loss": []}
@@ -80,8 +80,11 @@ def write_result(
     device: str,
     wall_time: float,
     extra: dict[str, Any],
+    latent: np.ndarray | None = None,
 ) -> None:
     adata.layers[key_added] = np.ascontiguousarray(out, dtype=np.float32)
+    if latent is not None:  # the fused latent, like scVI's X_scVI: for sc.pp.neighbors(use_rep=...)
+        adata.obsm[LATENT_PREFIX + key_added] = np.ascontiguousarray(latent, dtype=np.float32)
     adata.uns[key_added] = {
         "params": copy_module.deepcopy(params),  # not shared with a model's config (editing one edits the other)
         "history": {
