@@ -29,7 +29,6 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 import stimpute as st
@@ -74,25 +73,49 @@ def run(section: str, draw: int) -> pd.DataFrame:
     for key, options in MODELS.items():
         t = time.perf_counter()
         model = st.tl.impute(
-            adata, "multimodal", layer="holdout_train", key_added=key, return_model=True, progress=False,
-            **image, **options,
+            adata,
+            "multimodal",
+            layer="holdout_train",
+            key_added=key,
+            return_model=True,
+            progress=False,
+            **image,
+            **options,
         )
         seconds = time.perf_counter() - t
         model.predict(adata, layer="holdout_train", output="normalized", key_added=f"{key}_n")
         ev = st.tl.evaluate(adata, [key])
-        rows.append({"layer": key, "log1p_rmse": float(ev.loc[key, "rmse_log1p"]),
-                     "pearson": float(ev.loc[key, "pearson_log1p"]), "fit_seconds": seconds})
+        rows.append(
+            {
+                "layer": key,
+                "log1p_rmse": float(ev.loc[key, "rmse_log1p"]),
+                "pearson": float(ev.loc[key, "pearson_log1p"]),
+                "fit_seconds": seconds,
+            }
+        )
     layers = list(ROWS)
     for method in ("kmeans", "leiden"):
         st.tl.compare_clusters(
-            adata, layers, method=method, n_clusters=n_regions, labels_key="region", reference="X",
-            n_repeats=CLUSTER_SEEDS, key_added=f"cl_{method}",
+            adata,
+            layers,
+            method=method,
+            n_clusters=n_regions,
+            labels_key="region",
+            reference="X",
+            n_repeats=CLUSTER_SEEDS,
+            key_added=f"cl_{method}",
         )
         scores = adata.uns[f"cl_{method}"]["scores"]
         for layer in layers:
-            rows.append({"layer": layer, "clusterer": method, "ari_labels": float(scores.loc[layer, "ari_labels"]),
-                         "ari_labels_sd": float(scores.loc[layer, "ari_labels_sd"]),
-                         "ari_X": float(scores.loc[layer, "ari_reference"])})
+            rows.append(
+                {
+                    "layer": layer,
+                    "clusterer": method,
+                    "ari_labels": float(scores.loc[layer, "ari_labels"]),
+                    "ari_labels_sd": float(scores.loc[layer, "ari_labels_sd"]),
+                    "ari_X": float(scores.loc[layer, "ari_reference"]),
+                }
+            )
     out = pd.DataFrame(rows)
     out.insert(0, "draw", draw)
     out.insert(0, "section", section)
@@ -102,11 +125,15 @@ def run(section: str, draw: int) -> pd.DataFrame:
 def report(parts: Path) -> None:
     df = pd.concat([pd.read_csv(f) for f in sorted(parts.glob("*.csv"))], ignore_index=True)
     df.to_csv(REPO / "benchmarks" / "results" / "structure_heldout.csv", index=False)
-    lines = ["# Tissue structure on held-out sections (issue 18)", "",
-             "Written by `benchmarks/structure_heldout.py`. ARI against the labels, mean over holdout draws "
-             f"{sorted(df['draw'].unique().tolist())} x {CLUSTER_SEEDS} clustering seeds; k-means / Leiden at the number "
-             "of labelled regions. `*` marks the best row of a column. Tuning sections: "
-             f"{', '.join(TUNING)}; held out: {', '.join(HELD_OUT)}.", ""]
+    lines = [
+        "# Tissue structure on held-out sections (issue 18)",
+        "",
+        "Written by `benchmarks/structure_heldout.py`. ARI against the labels, mean over holdout draws "
+        f"{sorted(df['draw'].unique().tolist())} x {CLUSTER_SEEDS} clustering seeds; k-means / Leiden at the number "
+        "of labelled regions. `*` marks the best row of a column. Tuning sections: "
+        f"{', '.join(TUNING)}; held out: {', '.join(HELD_OUT)}.",
+        "",
+    ]
     cl = df.dropna(subset=["clusterer"])
     table = cl.pivot_table(index="layer", columns=["section", "clusterer"], values="ari_labels", aggfunc="mean")
     table = table.reindex([k for k in ROWS if k in table.index])
@@ -124,8 +151,13 @@ def report(parts: Path) -> None:
     for layer, row in agree.iterrows():
         lines.append(f"| {ROWS[layer]} | " + " | ".join(f"{v:.3f}" for v in row) + " |")
     sc = df[df["clusterer"].isna()].groupby(["section", "layer"])[["log1p_rmse", "pearson", "fit_seconds"]].mean()
-    lines += ["", "Hidden entries (the default `output='conditional'`, mean over the draws):", "",
-              "| section | model | log1p RMSE | Pearson | fit (s) |", "|---|---|---|---|---|"]
+    lines += [
+        "",
+        "Hidden entries (the default `output='conditional'`, mean over the draws):",
+        "",
+        "| section | model | log1p RMSE | Pearson | fit (s) |",
+        "|---|---|---|---|---|",
+    ]
     for (section, layer), r in sc.iterrows():
         lines.append(f"| {section} | {ROWS[layer]} | {r.log1p_rmse:.4f} | {r.pearson:.4f} | {r.fit_seconds:.0f} |")
     (REPO / "benchmarks" / "results" / "structure_heldout.md").write_text("\n".join(lines) + "\n")

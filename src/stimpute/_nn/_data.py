@@ -416,7 +416,8 @@ def batch(prep: Prepared, idx: np.ndarray, device: torch.device, *, source: str 
 
 def attach_projection(prep: Prepared, net) -> None:
     """Precompute the inputs read through the count encoder's fixed axes (they never change): the neighbours'
-    mean counts projected on them, and the graph encoder's hop features."""
+    mean counts projected on them, and the graph encoder's hop features.
+    """
     enc = net.encoders["counts"] if "counts" in net.encoders else None
     if prep.hop_graph is not None and enc is not None:
         prep.graph_hops = hop_features(
