@@ -9,6 +9,7 @@ import pytest
 from scipy import sparse, stats
 
 import stimpute as st
+from stimpute import InputWarning
 from stimpute.tl._evaluate import BASELINE_GENE_MEAN, BASELINE_TRAIN, METRICS
 
 
@@ -337,6 +338,52 @@ def test_evaluate_refuses_leaked_and_stale_layers(tmp_path):
     adata.write_h5ad(tmp_path / "a.h5ad")
     back = ad.read_h5ad(tmp_path / "a.h5ad")
     assert st.tl.evaluate(back, ["honest"]).loc["honest", "n_hidden"] > 0
+
+
+def test_evaluate_refuses_chains_that_start_from_the_hidden_entries():
+    """Item 2 of issue 19: a leak is caught through any chain of stimpute calls, not only the direct parent."""
+    adata = st.datasets.synthetic_visium(n_spots=150, n_genes=30, random_state=0)
+    st.pp.holdout(adata, fraction=0.5, random_state=0)
+    st.pp.spatial_smooth(adata, None)  # X_smoothed <- X
+    with pytest.warns(InputWarning):  # smoothed values are not counts
+        st.tl.impute(adata, "knn", layer="X_smoothed")
+    with pytest.raises(ValueError, match=r"through a chain.*\(chain: imputed_knn <- X_smoothed <- X\)"):
+        st.tl.evaluate(adata, "imputed_knn")
+    st.pp.spatial_smooth(adata, "imputed_knn", key_added="twice")  # one step longer
+    with pytest.raises(ValueError, match=r"chain: twice <- imputed_knn <- X_smoothed <- X\)"):
+        st.tl.evaluate(adata, "twice")
+    # through the holdout's test layer, and through a latent read as image features
+    st.pp.spatial_smooth(adata, "holdout_test", key_added="test_smoothed")
+    st.pp.spatial_smooth(adata, "test_smoothed", key_added="test_smoothed2")
+    with pytest.raises(ValueError, match=r"chain: test_smoothed2 <- test_smoothed <- holdout_test\)"):
+        st.tl.evaluate(adata, "test_smoothed2")
+    st.tl.impute(adata, "autoencoder", key_added="ae_X", max_epochs=1, progress=False)
+    st.tl.impute(
+        adata, "image", layer="holdout_train", image_key="X_ae_X", key_added="img", max_epochs=1, progress=False
+    )
+    with pytest.raises(ValueError, match=r"chain: img <- obsm\['X_ae_X'\] <- X\)"):
+        st.tl.evaluate(adata, "img")
+    # honest chains of any length pass
+    st.pp.spatial_smooth(adata, "holdout_train", key_added="train_smoothed")
+    with pytest.warns(InputWarning):
+        st.tl.impute(adata, "knn", layer="train_smoothed", key_added="honest")
+    st.pp.spatial_smooth(adata, "honest", key_added="honest2")
+    assert st.tl.evaluate(adata, ["honest", "honest2"]).loc["honest2", "n_hidden"] > 0
+
+
+def test_evaluate_lineage_stops_at_cycles_and_unrecorded_layers():
+    adata = st.datasets.synthetic_visium(n_spots=100, n_genes=20, random_state=0)
+    st.pp.holdout(adata, fraction=0.5, random_state=0)
+    adata.layers["a"] = adata.layers["holdout_train"].toarray()
+    adata.layers["b"] = adata.layers["a"].copy()
+    adata.uns["a"] = {"params": {"layer": "b"}}  # records that point at each other
+    adata.uns["b"] = {"params": {"layer": "a"}}
+    adata.layers["c"] = adata.layers["a"].copy()
+    adata.uns["c"] = {"params": {"method": "knn"}}  # a record that does not say what it read
+    assert st.tl.evaluate(adata, ["a", "b", "c"], baselines=False).shape[0] == 3
+    adata.uns["b"] = {"params": {"layer": "X"}}  # now the cycle has an exit into X
+    with pytest.raises(ValueError, match=r"chain: a <- b <- X\)"):
+        st.tl.evaluate(adata, "a")
 
 
 def test_evaluate_names_the_holdout_a_layer_comes_from():

@@ -5,6 +5,13 @@ Functions that derive a layer from another (``st.tl.impute``, ``ImputationModel.
 ``st.pp.spatial_smooth``) record in their ``params`` the layer they read and, when it descends from a holdout's
 training layer, that holdout's id. ``st.tl.evaluate`` refuses a layer derived from the matrix that still holds
 the hidden entries (a leak) or from another split (stale after re-running the holdout).
+
+A leak is looked for along the whole chain of records, not only the direct parent: each record names the layer
+it read (``params['layer']``) and, for the methods that read image features, the ``obsm`` entry
+(``params['image_key']``); a learned method's latent ``obsm['X_<key>']`` is described by ``uns[<key>]``, and a
+holdout's training and test layers by the holdout's record (its source layer). The walk stops at the training
+layer of the holdout being scored (the honest root), at entries no record describes (written by other tools:
+nothing to follow), and at entries it has seen before (a cycle of records).
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ import numpy as np
 from anndata import AnnData
 from scipy import sparse
 
-from ._constants import TEST_SUFFIX, TRAIN_SUFFIX
+from ._constants import LATENT_PREFIX, TEST_SUFFIX, TRAIN_SUFFIX
 from ._validate import record_params
 
 NONE = "none"
@@ -42,19 +49,99 @@ def holdout_id_of(adata: AnnData, layer: str | None) -> str:
 
 
 def check_not_leaked(adata: AnnData, layer: str, holdout_key: str) -> None:
-    """Refuse to score ``layer`` when its record says it was derived from the hidden entries or another split."""
+    """Refuse to score ``layer`` when its records say it was derived from the hidden entries or another split.
+
+    The whole chain of records is followed (:func:`leak_chain`); a leak through a direct parent is reported
+    first, then a layer made on another split, then a leak further up the chain.
+    """
     holdout = adata.uns[holdout_key]
+    chain = leak_chain(adata, layer, holdout_key)
+    if chain is not None and len(chain) == 2:
+        _raise_leak(layer, chain, holdout_key)
     params = record_params(adata, layer)
-    if params is None or "layer" not in params:
-        return  # a layer written by other tools: nothing recorded to check
+    if params is not None and "layer" in params:
+        _check_same_split(adata, layer, params, holdout, holdout_key)
+    if chain is not None:
+        _raise_leak(layer, chain, holdout_key)
+
+
+def leaked_sources(adata: AnnData, holdout_key: str) -> set[str]:
+    """The layers that still hold the entries ``holdout_key`` hid: ``X``, the holdout's source and its test layer."""
+    full = str(adata.uns[holdout_key]["params"].get("layer", "X"))
+    return {"X", full, holdout_key + TEST_SUFFIX}
+
+
+def leak_chain(adata: AnnData, layer: str, holdout_key: str) -> list[str] | None:
+    """The chain of records from ``layer`` up to a matrix that holds the hidden entries, or None when there is none.
+
+    Entries are named as in the chain of the error message: a layer by its name (``"X"`` for ``adata.X``), an
+    ``obsm`` entry as ``"obsm['key']"``. The training layer of ``holdout_key`` is the honest root: the walk does
+    not go above it.
+    """
+    leaked = leaked_sources(adata, holdout_key)
+    root = holdout_key + TRAIN_SUFFIX
+    seen: set[tuple[str, str]] = set()
+
+    def walk(node: tuple[str, str]) -> list[str] | None:
+        kind, name = node
+        label = name if kind == "layer" else f"obsm[{name!r}]"
+        if kind == "layer" and name in leaked:
+            return [label]
+        if node in seen or (kind == "layer" and name == root):
+            return None
+        seen.add(node)
+        for parent in _parents(adata, kind, name):
+            found = walk(parent)
+            if found is not None:
+                return [label, *found]
+        return None
+
+    chain = walk(("layer", layer))
+    return chain if chain is not None and len(chain) > 1 else None
+
+
+def _parents(adata: AnnData, kind: str, name: str) -> list[tuple[str, str]]:
+    """The entries the record of a layer or ``obsm`` entry says it was computed from (empty when none says)."""
+    if kind == "layer":
+        for suffix in (TRAIN_SUFFIX, TEST_SUFFIX):  # a holdout's split layers come from its source layer
+            if name.endswith(suffix):
+                record = adata.uns.get(name[: -len(suffix)])
+                params = record_params(adata, name[: -len(suffix)])
+                if isinstance(record, dict) and "holdout_id" in record and params is not None:
+                    return [("layer", str(params.get("layer", "X")))]
+        params = record_params(adata, name)
+    else:  # an obsm entry: its own record (st.pp.image_features), else a learned method's latent X_<key>
+        params = record_params(adata, name)
+        if params is None and name.startswith(LATENT_PREFIX):
+            params = record_params(adata, name[len(LATENT_PREFIX) :])
+            if params is not None and "method" not in params:
+                params = None
+    if params is None:
+        return []
+    parents = []
+    if "layer" in params:
+        parents.append(("layer", str(params["layer"])))
+    image_key = params.get("image_key")
+    if isinstance(image_key, str) and image_key != NONE:
+        parents.append(("obsm", image_key))
+    return parents
+
+
+def _raise_leak(layer: str, chain: list[str], holdout_key: str) -> None:
+    direct = len(chain) == 2
+    how = "computed" if direct else "derived, through a chain of stimpute calls,"
+    fix = "Compute it" if direct else "Start the chain"
+    msg = (
+        f"`adata.layers[{layer!r}]` was {how} from `{chain[-1]}`, which still holds the entries `st.pp.holdout` "
+        f"hid: its scores would be leaked (chain: {' <- '.join(chain)}). {fix} from "
+        f"`layer={holdout_key + TRAIN_SUFFIX!r}`."
+    )
+    raise ValueError(msg)
+
+
+def _check_same_split(adata: AnnData, layer: str, params: dict, holdout: dict, holdout_key: str) -> None:
+    """Refuse a layer whose record says it was made on another split than the current ``holdout_key``."""
     source = str(params["layer"])
-    full = str(holdout["params"].get("layer", "X"))
-    if source in (full, holdout_key + TEST_SUFFIX):
-        msg = (
-            f"`adata.layers[{layer!r}]` was computed from `{source}`, which still holds the entries "
-            f"`st.pp.holdout` hid: its scores would be leaked. Compute it from `layer={holdout_key + TRAIN_SUFFIX!r}`."
-        )
-        raise ValueError(msg)
     made_on, current = str(params.get("holdout_id", NONE)), str(holdout.get("holdout_id", NONE))
     if NONE not in (made_on, current) and made_on != current:
         other = source[: -len(TRAIN_SUFFIX)] if source.endswith(TRAIN_SUFFIX) else None

@@ -65,7 +65,12 @@ def evaluate(
     Layers whose record says how they were made (:func:`stimpute.tl.impute`, ``ImputationModel.predict``,
     :func:`stimpute.pp.spatial_smooth`) are checked first: one computed from the matrix that still holds the
     hidden entries (e.g. imputed from ``X``) or on an earlier split (the holdout was run again with another
-    seed) is refused with a ValueError, since its scores would not be honest.
+    seed) is refused with a ValueError, since its scores would not be honest. The records are followed through
+    every step (the layer each one read, the ``obsm`` image features it read, a learned method's latent): a
+    layer derived from ``X``, the holdout's source layer or its test layer through any chain of stimpute calls
+    is refused with the chain in the message, e.g. ``imputed_knn <- X_smoothed <- X`` for
+    ``st.pp.spatial_smooth(adata, None)`` then ``st.tl.impute(adata, "knn", layer="X_smoothed")``. The chain
+    stops at the holdout's training layer and at layers no stimpute record describes.
 
     Parameters
     ----------
