@@ -242,6 +242,8 @@ CASES = [
     ("impute-dropout", same, lambda a, t: impute(a, "autoencoder", dropout=0.95, max_epochs=1), ValueError, r"`dropout` must be in \[0, 0\.9\], got 0\.95"),
     ("impute-dropout-negative", same, lambda a, t: impute(a, "autoencoder", dropout=-0.1, max_epochs=1), ValueError, "`dropout` must be a non-negative number"),
     ("impute-detection-str", same, lambda a, t: impute(a, "autoencoder", detection="yes", max_epochs=1), TypeError, "`detection` must be True or False, got 'yes'"),
+    ("impute-detection-nb", same, lambda a, t: impute(a, "autoencoder", detection=True, loss="nb", max_epochs=1), ValueError, r"`detection=True` cannot be combined with `loss='nb'`.*Drop `detection=True`"),
+    ("impute-detection-poisson", same, lambda a, t: impute(a, "multimodal", detection=True, loss="poisson", output="expected", max_epochs=1), ValueError, r"`detection=True` cannot be combined with `loss='poisson'`"),
     ("impute-count-hidden-zero", same, lambda a, t: impute(a, "autoencoder", count_hidden=(0,), max_epochs=1), ValueError, r"`count_hidden` must be a tuple of positive layer widths.*got \(0,\)"),
     ("impute-output", same, lambda a, t: impute(a, "knn", output="counts"), ValueError, r"`output` must be one of \['conditional', 'expected', 'normalized'\], got 'counts'"),
     ("impute-output-learned", same, lambda a, t: impute(a, "autoencoder", output="log1p", max_epochs=1), ValueError, "`output` must be one of"),

@@ -201,7 +201,8 @@ def impute(
             spot it has no counts for; ``None``: the share of spots without any count in ``layer``,
             e.g. those hidden by ``st.pp.holdout(strategy="spots")``, so 0 when every spot has counts),
             ``observed_weight`` [0.0] (loss weight of the entries left in the input), ``detection``
-            [False] (add a head for ``P(count > 0)``, trained with cross-entropy), ``detection_weight``
+            [False] (add a head for ``P(count > 0)``, trained with cross-entropy; with ``loss="mse"`` only, since
+            ``"nb"``/``"poisson"`` give that probability already: combining them is a ValueError), ``detection_weight``
             [1.0], ``latent_dim`` [64], ``decoder_hidden`` [(128,)], ``dropout`` [0.0],
             ``library_size`` [True].
         ``"autoencoder"``

@@ -204,6 +204,15 @@ def resolve_run(
         raise ValueError(msg)
     opts = method_options(method, method_kwargs)
     keep_observed = (output == "conditional") if keep_observed is None else keep_observed
+    if method != "knn" and opts["detection"] and loss != "mse":
+        # the detection head is trained only with the masked log1p loss; a count likelihood already gives
+        # P(count > 0): refuse rather than drop it silently while the record says detection=True
+        msg = (
+            f"`detection=True` cannot be combined with `loss={loss!r}`: the detection head is trained only with "
+            f"`loss='mse'`, and `loss={loss!r}` already models P(count > 0) through its likelihood. Drop "
+            "`detection=True` (its `output='expected'` works as it is), or use `loss='mse'` with `detection=True`."
+        )
+        raise ValueError(msg)
     if method != "knn":
         check_output(output, {"loss": loss, "detection": opts["detection"]})
     modalities = tuple(opts.get("modalities", METHOD_MODALITIES.get(method, ())))
