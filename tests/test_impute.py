@@ -783,3 +783,33 @@ def test_dense_neighbour_cache_matches_csr(synthetic, monkeypatch, density):
     np.testing.assert_array_equal(
         synthetic.uns["default"]["history"]["val_loss"], synthetic.uns["switched"]["history"]["val_loss"]
     )
+
+
+@pytest.mark.parametrize("method", ["image", "positional"])
+def test_library_size_false_runs_single_modality_networks_pure(synthetic, method):
+    """Issue 19, item 4: with ``library_size=False`` (and the default ``loss="mse"``) the image and positional
+    networks read no count of the spot they predict: changing the spots' counts at readout (scaling some
+    spots' depths, emptying others) changes no bit of any readout. With the default ``library_size=True`` the
+    spot's own depth enters the conditional readout."""
+    st.pp.holdout(synthetic, fraction=0.3, random_state=0)
+    if method == "image":
+        st.pp.image_features(synthetic)
+    changed = synthetic.copy()
+    train = changed.layers["holdout_train"].toarray().astype(np.float32)
+    train[:10] *= 3  # deeper spots
+    train[20:30] = 0  # spots without counts
+    changed.layers["holdout_train"] = sparse.csr_matrix(train)
+    fit = {"max_epochs": 2, "detection": True, "keep_observed": False}
+    model = st.tl.impute(
+        synthetic, method, layer="holdout_train", library_size=False, return_model=True, key_added="pure", **fit
+    )
+    assert synthetic.uns["pure"]["params"]["library_size"] is False
+    assert np.isfinite(synthetic.layers["pure"]).all()
+    for output in ("conditional", "expected", "normalized"):
+        for adata in (synthetic, changed):
+            model.predict(adata, layer="holdout_train", output=output, keep_observed=False, key_added="out")
+        np.testing.assert_array_equal(synthetic.layers["out"], changed.layers["out"], strict=True)
+    with_depth = st.tl.impute(synthetic, method, layer="holdout_train", return_model=True, key_added="depth", **fit)
+    for adata in (synthetic, changed):
+        with_depth.predict(adata, layer="holdout_train", output="conditional", keep_observed=False, key_added="out")
+    assert not np.array_equal(synthetic.layers["out"], changed.layers["out"])

@@ -97,7 +97,15 @@ def impute(
         ``n_neighbors`` nearest spots, shrunk towards the gene's mean by ``shrinkage`` pseudo-neighbours.
 
     All learned methods also read each spot's log library size (``library_size=True``), because hidden
-    counts scale with sequencing depth.
+    counts scale with sequencing depth. By default ``"image"`` and ``"positional"`` are therefore not
+    single-modality: they also read each spot's depth from its counts. **Pure single-modality networks**:
+    ``library_size=False`` leaves the library size out of the decoder, so that, with ``loss="mse"`` (the
+    default), no readout reads any count of the spot it predicts (the counts are only the training targets):
+    the ``"image"`` network is a function of ``obsm[image_key]`` alone, the ``"positional"`` one of the
+    position alone. Use it for ablations that credit the image or the position by itself, e.g.
+    ``st.tl.impute(adata, "image", layer="holdout_train", library_size=False)``. With ``loss="nb"``/
+    ``"poisson"`` the ``"conditional"`` and ``"expected"`` readouts are still scaled by each spot's size factor
+    (read ``output="normalized"`` for a depth-free map).
 
     **Spots without counts** (hidden whole by :func:`stimpute.pp.holdout` with ``strategy="spots"``, or
     empty in ``layer``) are unobserved, not spots of zeros: they are never trained on and never act as
@@ -204,7 +212,8 @@ def impute(
             [False] (add a head for ``P(count > 0)``, trained with cross-entropy; with ``loss="mse"`` only, since
             ``"nb"``/``"poisson"`` give that probability already: combining them is a ValueError), ``detection_weight``
             [1.0], ``latent_dim`` [64], ``decoder_hidden`` [(128,)], ``dropout`` [0.0],
-            ``library_size`` [True].
+            ``library_size`` [True] (the decoder also reads the spot's log library size; ``False`` runs
+            ``"image"`` and ``"positional"`` as pure single-modality networks, see above).
         ``"autoencoder"``
             ``count_hidden`` [(512,)], ``count_pcs`` [0] (all genes in), ``spatial_reg`` [0.0],
             ``n_neighbors`` [6].
