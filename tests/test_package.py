@@ -231,9 +231,9 @@ def test_dataset_loader_missing_file_message(tmp_path):
         ]:
             with pytest.raises(FileNotFoundError, match=rf"{tmp_path}/{folder}/.*st\.settings\.datadir.*STIMPUTE_DATA"):
                 loader()
-        with pytest.raises(ValueError, match=r"`section` must be one of \['151673', '151674'\]"):
-            st.datasets.dlpfc("151675")
-        with pytest.raises(ValueError, match=r"`section` must be one of \['C2', 'C3'\]"):
+        with pytest.raises(ValueError, match=r"`section` must be one of \['151673', '151674', '151675'\]"):
+            st.datasets.dlpfc("151676")
+        with pytest.raises(ValueError, match=r"`section` must be one of \['C2', 'C3', 'B1', 'D1'\]"):
             st.datasets.her2st("C1")
     finally:
         st.settings._datadir = old
