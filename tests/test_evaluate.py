@@ -371,6 +371,25 @@ def test_evaluate_refuses_chains_that_start_from_the_hidden_entries():
     assert st.tl.evaluate(adata, ["honest", "honest2"]).loc["honest2", "n_hidden"] > 0
 
 
+def test_evaluate_refuses_predictions_of_a_model_trained_on_the_hidden_entries(tmp_path):
+    """A model fitted on ``X`` has seen the hidden entries: its predictions from an honest layer are refused too,
+    also after the model is saved and loaded, and after the object is written to h5ad."""
+    adata = st.datasets.synthetic_visium(n_spots=100, n_genes=20, random_state=0)
+    st.pp.holdout(adata, fraction=0.5, random_state=0)
+    fit = {"max_epochs": 1, "progress": False, "return_model": True}
+    leaky = st.tl.impute(adata, "autoencoder", key_added="fit_X", **fit)
+    honest = st.tl.impute(adata, "autoencoder", layer="holdout_train", key_added="fit_train", **fit)
+    leaky.save(tmp_path / "m", overwrite=True)
+    st.tl.load_model(tmp_path / "m").predict(adata, layer="holdout_train", key_added="pred_X")
+    honest.predict(adata, layer="holdout_train", key_added="pred_train")
+    assert adata.uns["pred_X"]["params"]["model_layer"] == "X"
+    back = ad.read_h5ad(adata.write_h5ad(tmp_path / "a.h5ad") or tmp_path / "a.h5ad")
+    for obj in (adata, back):
+        with pytest.raises(ValueError, match=r"chain: pred_X <- ImputationModel trained on X <- X\).*Train the model"):
+            st.tl.evaluate(obj, "pred_X")
+        assert st.tl.evaluate(obj, ["fit_train", "pred_train"]).loc["pred_train", "n_hidden"] > 0
+
+
 def test_evaluate_lineage_stops_at_cycles_and_unrecorded_layers():
     adata = st.datasets.synthetic_visium(n_spots=100, n_genes=20, random_state=0)
     st.pp.holdout(adata, fraction=0.5, random_state=0)

@@ -23,7 +23,7 @@ from anndata import AnnData
 from scipy import sparse
 
 from ._constants import LATENT_PREFIX, TEST_SUFFIX, TRAIN_SUFFIX
-from ._validate import record_params
+from ._validate import as_csr, get_matrix, record_params
 
 NONE = "none"
 
@@ -34,6 +34,19 @@ def split_id(test: sparse.csr_matrix) -> str:
     for part in (np.asarray(test.shape, dtype=np.int64), test.indptr.astype(np.int64), test.indices, test.data):
         h.update(np.ascontiguousarray(part).tobytes())
     return h.hexdigest()
+
+
+def data_id_of(adata: AnnData, layer: str | None) -> str:
+    """A fingerprint of the values of ``layer`` (``None`` or ``"X"``: ``adata.X``), whatever their storage.
+
+    Recorded by ``st.tl.impute`` for the layer a network was trained on, so that ``st.tl.evaluate`` can tell a
+    model trained on the matrix that still holds the hidden entries (its weights have seen them) when that
+    model's ``predict`` reads an honest layer.
+    """
+    M = get_matrix(adata, None if layer == "X" else layer)
+    C = as_csr(M, np.float64, copy=True)
+    C.eliminate_zeros()
+    return split_id(C)
 
 
 def holdout_id_of(adata: AnnData, layer: str | None) -> str:
@@ -81,6 +94,20 @@ def leak_chain(adata: AnnData, layer: str, holdout_key: str) -> list[str] | None
     leaked = leaked_sources(adata, holdout_key)
     root = holdout_key + TRAIN_SUFFIX
     seen: set[tuple[str, str]] = set()
+    ids: dict[str, str] = {}  # data fingerprints of the leaked sources, computed when first needed
+
+    def trained_on_leak(params: dict | None) -> str | None:
+        """The leaked source whose values a model's training layer held (``ImputationModel.predict`` records)."""
+        if params is None or "model_data_id" not in params:
+            return None
+        for source in sorted(leaked):
+            if source != "X" and source not in adata.layers:
+                continue
+            if source not in ids:
+                ids[source] = data_id_of(adata, source)
+            if ids[source] == str(params["model_data_id"]):
+                return source
+        return None
 
     def walk(node: tuple[str, str]) -> list[str] | None:
         kind, name = node
@@ -90,6 +117,9 @@ def leak_chain(adata: AnnData, layer: str, holdout_key: str) -> list[str] | None
         if node in seen or (kind == "layer" and name == root):
             return None
         seen.add(node)
+        source = trained_on_leak(_record_of(adata, kind, name))
+        if source is not None:  # the weights were fitted on the hidden entries
+            return [label, f"ImputationModel trained on {source}", source]
         for parent in _parents(adata, kind, name):
             found = walk(parent)
             if found is not None:
@@ -98,6 +128,18 @@ def leak_chain(adata: AnnData, layer: str, holdout_key: str) -> list[str] | None
 
     chain = walk(("layer", layer))
     return chain if chain is not None and len(chain) > 1 else None
+
+
+def _record_of(adata: AnnData, kind: str, name: str) -> dict | None:
+    """The ``params`` of the stimpute record that describes a layer or an ``obsm`` entry (None when none does)."""
+    if kind == "layer":
+        return record_params(adata, name)
+    params = record_params(adata, name)  # an obsm entry: its own record (st.pp.image_features), ...
+    if params is None and name.startswith(LATENT_PREFIX):  # ... else a learned method's latent X_<key>
+        params = record_params(adata, name[len(LATENT_PREFIX) :])
+        if params is not None and "method" not in params:
+            params = None
+    return params
 
 
 def _parents(adata: AnnData, kind: str, name: str) -> list[tuple[str, str]]:
@@ -109,13 +151,7 @@ def _parents(adata: AnnData, kind: str, name: str) -> list[tuple[str, str]]:
                 params = record_params(adata, name[: -len(suffix)])
                 if isinstance(record, dict) and "holdout_id" in record and params is not None:
                     return [("layer", str(params.get("layer", "X")))]
-        params = record_params(adata, name)
-    else:  # an obsm entry: its own record (st.pp.image_features), else a learned method's latent X_<key>
-        params = record_params(adata, name)
-        if params is None and name.startswith(LATENT_PREFIX):
-            params = record_params(adata, name[len(LATENT_PREFIX) :])
-            if params is not None and "method" not in params:
-                params = None
+    params = _record_of(adata, kind, name)
     if params is None:
         return []
     parents = []
@@ -131,6 +167,8 @@ def _raise_leak(layer: str, chain: list[str], holdout_key: str) -> None:
     direct = len(chain) == 2
     how = "computed" if direct else "derived, through a chain of stimpute calls,"
     fix = "Compute it" if direct else "Start the chain"
+    if any(step.startswith("ImputationModel") for step in chain):
+        fix = "Train the model (and start the chain)"
     msg = (
         f"`adata.layers[{layer!r}]` was {how} from `{chain[-1]}`, which still holds the entries `st.pp.holdout` "
         f"hid: its scores would be leaked (chain: {' <- '.join(chain)}). {fix} from "

@@ -16,7 +16,7 @@ import numpy as np
 from anndata import AnnData
 
 from .._constants import IMPUTED_PREFIX, LOSSES, MAX_SEED, METHODS, MODALITIES, OUTPUTS
-from .._lineage import holdout_id_of
+from .._lineage import data_id_of, holdout_id_of
 from .._nn._config import METHOD_TRAINING_OPTIONS, NETWORK_DEFAULTS, TrainingOptions
 from .._settings import check_device_name, settings
 from .._validate import check_adata, check_bool, check_choice, check_key_string, check_positive_int
@@ -132,6 +132,8 @@ class ImputeRun:
             "holdout_id": holdout_id_of(adata, self.layer),
             **{k: _plain(v) for k, v in self.opts.items()},
         }
+        if self.method != "knn":  # the training values' fingerprint: its model's predictions carry it
+            params["data_id"] = data_id_of(adata, self.layer)
         params["library_key"] = "none" if self.library_key is None else self.library_key
         if self.method != "knn":
             params.update(

@@ -210,6 +210,8 @@ class ImputationModel:
         if copy:
             adata = adata.copy()
         params = dict(self.config.get("params", {}))
+        trained = {"model_layer": params.get("layer"), "model_data_id": params.pop("data_id", None)}
+        params.update({k: str(v) for k, v in trained.items() if v is not None})  # the weights' lineage
         params.update(
             {
                 "layer": "X" if layer is None else layer,
