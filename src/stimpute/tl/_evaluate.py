@@ -70,7 +70,9 @@ def evaluate(
     layer derived from ``X``, the holdout's source layer or its test layer through any chain of stimpute calls
     is refused with the chain in the message, e.g. ``imputed_knn <- X_smoothed <- X`` for
     ``st.pp.spatial_smooth(adata, None)`` then ``st.tl.impute(adata, "knn", layer="X_smoothed")``. The chain
-    stops at the holdout's training layer and at layers no stimpute record describes.
+    stops at the holdout's training layer and at layers no stimpute record describes. A model's weights count as
+    a step: the prediction of a model trained on ``X`` (``model.predict(adata, layer="holdout_train")``) is
+    refused as well.
 
     Parameters
     ----------
