@@ -47,18 +47,16 @@ def gather_inputs(adata: AnnData, run: ImputeRun) -> Inputs:
     coords, groups = read_positions(adata, run.method, needs_coords=run.needs_coords, library_key=run.library_key)
     image = read_image_features(adata, run.image_key) if "image" in run.modalities else None
     if "image" in run.modalities and image is None:  # computed later (after a copy), if there is an image
-        try:
-            check_image_computable(adata, run.method, run.image_key, run.library_key)
-        except KeyError as err:
-            if not run.image_optional:
-                raise
+        if run.image_optional and no_image_at_all(adata, run.library_key):
             run.drop_image()  # the fused model's default modalities: run on the others (e.g. her2st B1/D1)
             warn(
-                f"No image features in `adata.obsm[{run.image_key!r}]` and no H&E image to compute them from: the "
-                f"{run.method} model runs on {' and '.join(run.modalities)} only ({err.args[0].split('. ')[0]}). "
-                "Pass `modalities=('counts', 'position')` to say so and silence this warning.",
+                f"No image features in `adata.obsm[{run.image_key!r}]` and no H&E image in `adata.uns['spatial']` "
+                f"to compute them from: the {run.method} model runs on {' and '.join(run.modalities)} only. Pass "
+                "`modalities=('counts', 'position')` to say so and silence this warning.",
                 ImageFeatureWarning,
             )
+        else:
+            check_image_computable(adata, run.method, run.image_key, run.library_key)
     if run.method != "knn":
         check_trainable(X, name)
     # the spatial_reg cache holds every output column (two per gene with a detection head)
@@ -212,6 +210,17 @@ def check_memory(shape: tuple[int, int], *, n_params: int, max_dense_gb: float, 
             "`adata = adata[:, adata.var.highly_variable].copy()`, or raise `max_dense_gb` if the memory is there."
         )
         raise ValueError(msg)
+
+
+def no_image_at_all(adata: AnnData, library_key: str | None) -> bool:
+    """Whether no library of ``adata`` has an H&E image (some with and some without is a mistake to report)."""
+    from ..get._sections import uns_libraries
+
+    try:
+        _, libraries = uns_libraries(adata, library_key)
+    except (KeyError, ValueError):  # reported by `check_image_computable`
+        return False
+    return len(libraries_without_image(adata, library_key)) == len(libraries or [None])
 
 
 def libraries_without_image(adata: AnnData, library_key: str | None) -> list[str | None]:
