@@ -21,6 +21,11 @@ Run from the repository root (one CPU thread; about 10 minutes per DLPFC section
 
     python benchmarks/structure_heldout.py --sections 151674 151675 D1 --draws 0 1 2 --out /tmp/sh
     python benchmarks/structure_heldout.py --report --out /tmp/sh   # writes results/structure_heldout.{md,csv}
+
+The tuning sections' own table (what the choices above were made on, reported apart):
+
+    python benchmarks/structure_heldout.py --sections 151673 B1 --draws 0 1 --out /tmp/st
+    python benchmarks/structure_heldout.py --report --out /tmp/st --name tuning   # results/structure_tuning.*
 """
 
 from __future__ import annotations
@@ -122,11 +127,11 @@ def run(section: str, draw: int) -> pd.DataFrame:
     return out
 
 
-def report(parts: Path) -> None:
+def report(parts: Path, name: str = "heldout") -> None:
     df = pd.concat([pd.read_csv(f) for f in sorted(parts.glob("*.csv"))], ignore_index=True)
-    df.to_csv(REPO / "benchmarks" / "results" / "structure_heldout.csv", index=False)
+    df.to_csv(REPO / "benchmarks" / "results" / f"structure_{name}.csv", index=False)
     lines = [
-        "# Tissue structure on held-out sections (issue 18)",
+        f"# Tissue structure on the {'held-out' if name == 'heldout' else name} sections (issue 18)",
         "",
         "Written by `benchmarks/structure_heldout.py`. ARI against the labels, mean over holdout draws "
         f"{sorted(df['draw'].unique().tolist())} x {CLUSTER_SEEDS} clustering seeds; k-means / Leiden at the number "
@@ -160,7 +165,7 @@ def report(parts: Path) -> None:
     ]
     for (section, layer), r in sc.iterrows():
         lines.append(f"| {section} | {ROWS[layer]} | {r.log1p_rmse:.4f} | {r.pearson:.4f} | {r.fit_seconds:.0f} |")
-    (REPO / "benchmarks" / "results" / "structure_heldout.md").write_text("\n".join(lines) + "\n")
+    (REPO / "benchmarks" / "results" / f"structure_{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
@@ -170,9 +175,10 @@ def main() -> None:
     parser.add_argument("--draws", nargs="*", type=int, default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=Path("structure_parts"))
     parser.add_argument("--report", action="store_true")
+    parser.add_argument("--name", default="heldout", help="results/structure_<name>.{md,csv} (--report)")
     args = parser.parse_args()
     if args.report:
-        report(args.out)
+        report(args.out, args.name)
         return
     args.out.mkdir(parents=True, exist_ok=True)
     st.settings.verbosity = "warning"
