@@ -23,11 +23,6 @@ def info(msg: str, *, time_start: float | None = None) -> float:
     return now
 
 
-def warning(msg: str) -> None:
-    """Log a warning through the package logger."""
-    logger.warning(msg)
-
-
 def debug(msg: str) -> None:
     """Log at debug level."""
     logger.debug(msg)
