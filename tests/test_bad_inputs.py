@@ -335,7 +335,31 @@ CASES = [
     ("impute-modalities-none", held_out, lambda a, t: impute(a, "multimodal", layer="holdout_train", modalities=None), TypeError, "`modalities` must be a modality name or a list"),
     ("impute-one-gene", lambda a: a[:, :1].copy(), lambda a, t: impute(a, "multimodal", max_epochs=1), ValueError, r"has 1 gene\(s\)"),
     ("load-model-none", same, lambda a, t: st.tl.load_model(None), TypeError, "`dirname` must be a folder path"),
+    # typos: the closest existing names are suggested (difflib)
+    ("typo-layer", held_out, lambda a, t: evaluate(a, "imputd"), KeyError, r"Did you mean 'imputed'\?"),
+    ("typo-holdout-layer", held_out, lambda a, t: compare(a, ["holdout_trian"]), KeyError, r"not found \(`layers`\).*Did you mean 'holdout_train'"),
+    ("typo-impute-layer", held_out, lambda a, t: impute(a, "knn", layer="Holdout-Train"), KeyError, r"Did you mean 'holdout_train'\?"),
+    ("typo-method", same, lambda a, t: impute(a, "multimodel"), ValueError, r"got 'multimodel'\. Did you mean 'multimodal'\?"),
+    ("typo-cluster-method", same, lambda a, t: compare(a, ["X"], method="leidn"), ValueError, r"Did you mean 'leiden'\?"),
+    ("typo-labels-key", same, lambda a, t: compare(a, ["X"], labels_key="domian"), KeyError, r"obs\['domian'\]` not found \(`labels_key`\).*Did you mean 'domain'\?"),
+    ("typo-library-key", same, lambda a, t: compare(a, ["X"], library_key="domian"), KeyError, r"`library_key=.domian.` is not a column.*Did you mean .domain.\?"),
+    ("typo-obsm-key", image_features, lambda a, t: compare(a, ["X_imgae"]), KeyError, r"Did you mean 'X_image'\?"),
 ]  # fmt: skip
+
+
+def test_layer_typo_does_not_suggest_holdout(synthetic):
+    """A holdout layer present under another spelling is suggested; running `st.pp.holdout` is suggested only
+    when no holdout layer is close."""
+    held_out(synthetic)
+    with pytest.raises(KeyError) as err:
+        evaluate(synthetic, "holdout_trian")
+    assert "Did you mean 'holdout_train'" in str(err.value) and "st.pp.holdout" not in str(err.value)
+    fresh = synthetic[:, :].copy()
+    for key in ("holdout_train", "holdout_test"):
+        del fresh.layers[key]
+    with pytest.raises(KeyError, match=r"Run `st.pp.holdout\(adata\)` first") as err:
+        st.tl.compare_clusters(fresh, ["holdout_train"])
+    assert "Did you mean" not in str(err.value)
 
 
 def _dense(M) -> np.ndarray:

@@ -6,6 +6,7 @@ key or parameter and how to fix it, and never modifies its input.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable, Mapping
 from numbers import Integral, Real
 from typing import Any
@@ -15,7 +16,7 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
-from ._constants import HOLDOUT_KEY, SPATIAL_KEY
+from ._constants import HOLDOUT_KEY, SPATIAL_KEY, TEST_SUFFIX, TRAIN_SUFFIX
 from ._sparse import as_csr  # noqa: F401 (re-exported: the AnnData-facing code reads it from here)
 
 __all__ = [
@@ -27,9 +28,37 @@ __all__ = [
     "check_positive_int",
     "check_random_state",
     "check_real_matrix",
+    "did_you_mean",
     "get_matrix",
     "is_whole",
 ]
+
+
+def did_you_mean(value: Any, candidates: Iterable[Any]) -> str:
+    """A hint naming the existing names closest to a misspelt ``value`` (:func:`difflib.get_close_matches`).
+
+    Returns ``" Did you mean 'a'?"`` (or ``'a' or 'b'``), or ``""`` when nothing is close.
+
+    Examples
+    --------
+    >>> did_you_mean("holdout_trian", ["X", "holdout_train", "holdout_test"])
+    " Did you mean 'holdout_train'?"
+    >>> did_you_mean("zzz", ["X", "holdout_train"])
+    ''
+    """
+    if not isinstance(value, str):
+        return ""
+    names = [str(c) for c in candidates]
+    close = difflib.get_close_matches(value, names, n=3, cutoff=0.6)
+    if not close:  # case or separator slips ("Holdout-Train") that the ratio alone misses
+        folded = {n.lower().replace("-", "_"): n for n in names}
+        close = [folded[m] for m in difflib.get_close_matches(value.lower().replace("-", "_"), list(folded), n=3)]
+    if not close:
+        return ""
+    # the best match, and others only when about as close (a tie)
+    ratio = {c: difflib.SequenceMatcher(None, value.lower(), c.lower()).ratio() for c in close}
+    close = [c for c in close if ratio[c] >= max(ratio.values()) - 0.02]
+    return " Did you mean " + " or ".join(repr(c) for c in close) + "?"
 
 
 def check_adata(adata: Any, *, name: str = "adata") -> AnnData:
@@ -43,8 +72,13 @@ def check_adata(adata: Any, *, name: str = "adata") -> AnnData:
     return adata
 
 
-def check_layer(adata: AnnData, layer: str | None, *, name: str = "layer") -> None:
-    """Check that ``layer`` is ``None`` (meaning ``X``), ``"X"`` or a key of ``adata.layers``."""
+def check_layer(adata: AnnData, layer: str | None, *, name: str = "layer", also: Iterable[str] = ()) -> None:
+    """Check that ``layer`` is ``None`` (meaning ``X``), ``"X"`` or a key of ``adata.layers``.
+
+    A missing layer is a KeyError listing the layers and suggesting the closest names (of the layers, ``"X"``
+    and ``also``, e.g. the ``obsm`` keys where those are accepted too); only when nothing is close does a
+    missing holdout layer suggest running :func:`stimpute.pp.holdout`.
+    """
     if layer is None or layer == "X":
         if adata.X is None:
             msg = f"`adata.X` is empty; pass `{name}=` naming one of adata.layers {list(adata.layers)}."
@@ -55,7 +89,15 @@ def check_layer(adata: AnnData, layer: str | None, *, name: str = "layer") -> No
         raise TypeError(msg)
     if layer not in adata.layers:
         msg = f"`adata.layers[{layer!r}]` not found (`{name}`); available layers: {list(adata.layers)}."
-        if layer.startswith(HOLDOUT_KEY):
+        # the other half of a holdout (holdout_train for a deleted holdout_test) is no spelling of it
+        pair = {TRAIN_SUFFIX, TEST_SUFFIX}
+        stem, suffix = layer[: -len(TRAIN_SUFFIX)], layer[-len(TRAIN_SUFFIX) :]
+        if layer.endswith(TEST_SUFFIX):
+            stem, suffix = layer[: -len(TEST_SUFFIX)], TEST_SUFFIX
+        siblings = {stem + other for other in pair - {suffix}} if suffix in pair else set()
+        hint = did_you_mean(layer, [c for c in [*adata.layers, "X", *also] if c not in siblings])
+        msg += hint
+        if not hint and layer.startswith(HOLDOUT_KEY):
             msg += " Run `st.pp.holdout(adata)` first to create the holdout layers."
         raise KeyError(msg)
 
@@ -145,7 +187,7 @@ def check_choice(value: Any, choices: Iterable[str], *, name: str) -> str:
     """Check that ``value`` is one of ``choices``."""
     choices = list(choices)
     if value not in choices:
-        msg = f"`{name}` must be one of {choices}, got {value!r}."
+        msg = f"`{name}` must be one of {choices}, got {value!r}.{did_you_mean(value, choices)}"
         raise ValueError(msg)
     return value
 
@@ -275,12 +317,18 @@ def check_obs_column(adata: AnnData, key: Any, *, name: str, why: str) -> pd.Ser
         raise TypeError(msg)
     if key not in adata.obs.columns:
         msg = f"`{name}={key!r}` is not a column of `adata.obs`; available: {list(adata.obs.columns)}."
-        raise KeyError(msg)
+        raise KeyError(msg + did_you_mean(key, adata.obs.columns))
     values = adata.obs[key]
     if values.isna().any():
         msg = f"`adata.obs[{key!r}]` is missing for {int(values.isna().sum())} spot(s); {why}"
         raise ValueError(msg)
     return values
+
+
+def missing_obs_column(adata: AnnData, key: str, *, name: str) -> KeyError:
+    """The KeyError for a column ``key`` (parameter ``name``) missing from ``adata.obs``, with close names."""
+    msg = f"`adata.obs[{key!r}]` not found (`{name}`); available columns: {list(adata.obs.columns)}."
+    return KeyError(msg + did_you_mean(key, adata.obs.columns))
 
 
 def check_key_string(value: Any, *, name: str, writes_uns: bool = False) -> str:

@@ -11,7 +11,7 @@ from anndata import AnnData
 
 from .. import _logging as logg
 from .._constants import CLUSTERS_KEY, DEFAULT_COMPARED_LAYERS
-from .._validate import check_adata, check_key_string
+from .._validate import check_adata, check_key_string, missing_obs_column
 from ._utils import (
     NA_COLOR,
     category_colors,
@@ -133,8 +133,7 @@ def compare_clusters(
     layers = ["X" if layer is None else layer for layer in layers]
     stored_labels = str(params.get("labels_key", "none"))
     if labels_key is not None and labels_key not in adata.obs:
-        msg = f"`adata.obs[{labels_key!r}]` not found (`labels_key`); available columns: {list(adata.obs.columns)}."
-        raise KeyError(msg)
+        raise missing_obs_column(adata, labels_key, name="labels_key")
     # the labels panel: `labels_key`, else the labels the clusters were scored against (as after a recompute)
     shows_labels = labels_key is not None or (stored_labels != "none" and stored_labels in adata.obs)
     check_ax(ax, len(layers) + shows_labels)  # before anything is (re)computed

@@ -25,6 +25,7 @@ from .._validate import (
     check_seed,
     get_matrix,
     is_whole,
+    missing_obs_column,
 )
 from .._warnings import InputWarning, warn
 from ..get._sections import library_groups, library_names
@@ -250,8 +251,7 @@ def _check_options(
             msg = f"`labels_key` must be a column name of `adata.obs` or None, got {type(labels_key).__name__}."
             raise TypeError(msg)
         if labels_key not in adata.obs:
-            msg = f"`adata.obs[{labels_key!r}]` not found (`labels_key`); available columns: {list(adata.obs.columns)}."
-            raise KeyError(msg)
+            raise missing_obs_column(adata, labels_key, name="labels_key")
         if adata.obs[labels_key].notna().sum() < 2:
             msg = f"`adata.obs[{labels_key!r}]` has fewer than two non-missing labels; nothing to score against."
             raise ValueError(msg)
@@ -438,7 +438,7 @@ def _check_layers(adata: AnnData, layers) -> list[str]:
     names = []
     for layer in layers:
         if not is_representation(adata, layer):  # an obsm representation (e.g. a fused latent) is clustered as is
-            check_layer(adata, layer, name="layers")
+            check_layer(adata, layer, name="layers", also=adata.obsm)
         names.append("X" if layer is None else layer)
     if len(set(names)) != len(names):
         msg = f"`layers` contains duplicates: {names}."
