@@ -113,7 +113,11 @@ def trained(syn) -> ad.AnnData:
 def test_compare_clusters_image(clustered, tmp_path):
     fig = st.pl.compare_clusters(clustered, return_fig=True)
     titles = [ax.get_title() for ax in fig.axes]
-    assert titles == ["X\nARI 0.91 vs domain", "smoothed\nARI 0.34 vs domain", "domain\n(known labels)"]
+    assert titles == [
+        "original counts\nARI 0.91 vs domain\n(ARI: adjusted Rand index)",
+        "smoothed\nARI 0.34 vs domain",
+        "domain\n(known labels)",
+    ]
     check_image(fig, "compare_clusters", tmp_path)
 
 
@@ -298,8 +302,10 @@ def test_dlpfc_compare_clusters_figure(dlpfc, tmp_path):
     fig.savefig(tmp_path / "dlpfc_compare.png", dpi=60)
     scores = adata.uns["clusters"]["scores"]
     titles = [ax.get_title() for ax in fig.axes]
-    for layer, title in zip(["X", "holdout_train", "smoothed"], titles, strict=False):
-        assert title == f"{layer}\nARI {scores.loc[layer, 'ari_labels']:.2f} vs label"
+    names = {"X": "original counts", "holdout_train": "training matrix", "smoothed": "smoothed"}
+    for layer, title in zip(names, titles, strict=False):
+        assert title.startswith(f"{names[layer]}\nARI {scores.loc[layer, 'ari_labels']:.2f} vs label")
+    assert titles[0].endswith("\n(ARI: adjusted Rand index)") and "adjusted" not in "".join(titles[1:])
     assert titles[3] == "label\n(known labels)"
     # the lowres image is drawn, cropped to the tissue
     assert all(ax.get_images() for ax in fig.axes[:4])
@@ -316,7 +322,7 @@ def test_compare_clusters_title_says_mean_over_repeats(syn):
     st.tl.compare_clusters(syn, ["X"], n_clusters=4, labels_key="domain", n_repeats=2)
     fig = st.pl.compare_clusters(syn, return_fig=True, show=False)
     title = fig.axes[0].get_title()
-    assert title.startswith("X\nARI ") and "± " in title and "(mean)" in title
+    assert title.startswith("original counts\nARI ") and "± " in title and "(mean)" in title
     plt.close(fig)
 
 
@@ -405,3 +411,97 @@ def test_several_libraries_warn(syn):
         st.pl.genes(syn, [syn.var_names[0]], ["X"], library_id="synthetic", show=False)
     with pytest.raises(KeyError, match=r"library_id='nope'.*available: \['synthetic', 'other'\]"):
         st.pl.genes(syn, [syn.var_names[0]], ["X"], library_id="nope", show=False)
+
+
+# ---- save / return_fig / show, readable titles (issue 24) ---------------------------------------
+
+
+@pytest.mark.parametrize("suffix", [".png", ".pdf", ".svg"])
+def test_save_writes_a_file(clustered, tmp_path, suffix, monkeypatch):
+    shown = []
+    monkeypatch.setattr(plt, "show", lambda *a, **k: shown.append(1))
+    path = tmp_path / f"clusters{suffix}"
+    out = st.pl.compare_clusters(clustered, save=path)
+    assert path.is_file() and path.stat().st_size > 0
+    assert not shown  # show=None: a saved figure is not shown (scanpy)
+    assert isinstance(out, list) and len(out) == 3  # the Axes, as with show=False
+    st.pl.compare_clusters(clustered, save=str(tmp_path / "shown.png"), show=True)
+    assert shown == [1] and (tmp_path / "shown.png").stat().st_size > 0
+
+
+def test_save_on_every_plot(syn, trained, tmp_path):
+    st.pl.genes(syn, "gene_0003", ["X", "smoothed"], save=tmp_path / "genes.png")
+    st.pl.holdout(syn, "smoothed", save=tmp_path / "holdout.pdf")
+    st.pl.history(trained, "imputed_multimodal", save=tmp_path / "history.svg")
+    st.pl.tiles(syn, n=4, save=tmp_path / "tiles.png")
+    for name in ("genes.png", "holdout.pdf", "history.svg", "tiles.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+
+
+def test_return_fig_with_save_returns_the_open_figure(clustered, tmp_path, monkeypatch):
+    monkeypatch.setattr(plt, "show", lambda *a, **k: pytest.fail("return_fig must not show"))
+    mine = plt.figure()
+    fig = st.pl.compare_clusters(clustered, return_fig=True, save=tmp_path / "c.png")
+    assert isinstance(fig, Figure) and fig is not mine
+    assert plt.fignum_exists(mine.number) and plt.fignum_exists(fig.number)  # nothing closed
+    assert (tmp_path / "c.png").stat().st_size > 0
+    assert len(fig.axes) == 3 and fig.axes[0].get_images()
+
+
+@pytest.mark.parametrize(
+    ("save", "error", "match"),
+    [
+        ("figure", ValueError, r"`save='figure'` needs a file suffix naming the format, one of \[.*'png'"),
+        ("figure.docx", ValueError, "needs a file suffix"),
+        ("no_such_folder/figure.png", ValueError, "does not exist; create it first"),
+        (3, TypeError, "`save` must be a file path"),
+        (True, TypeError, "`save` must be a file path"),
+    ],
+)
+def test_bad_save(clustered, tmp_path, monkeypatch, save, error, match):
+    monkeypatch.chdir(tmp_path)
+    obs = list(clustered.obs.columns)
+    with pytest.raises(error, match=match):
+        st.pl.compare_clusters(clustered, save=save)
+    with pytest.raises(error, match=match):
+        st.pl.history(clustered, "clusters", save=save)
+    assert list(clustered.obs.columns) == obs and not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("key", "label"),
+    [
+        ("X", "original counts"),
+        (None, "original counts"),
+        ("holdout_train", "training matrix"),
+        ("holdout_test", "held-out values"),
+        ("imputed_multimodal", "multimodal"),
+        ("imputed_knn", "knn"),
+        ("imputed_multimodal_normalized_smoothed", "multimodal, normalized, smoothed"),
+        ("imputed_autoencoder_expected", "autoencoder, expected"),
+        ("X_imputed_multimodal", "multimodal latent"),
+        ("holdout_train_smoothed", "training matrix, smoothed"),
+        ("X_smoothed", "original counts, smoothed"),
+        # not written by stimpute under these names: as they are
+        ("smoothed", "smoothed"),
+        ("imputed_multimodal_my_run", "imputed_multimodal_my_run"),
+        ("imputed_other", "imputed_other"),
+        ("X_pca", "X_pca"),
+        ("X_imputed_thing", "X_imputed_thing"),
+    ],
+)
+def test_layer_label(key, label):
+    from stimpute.pl._utils import layer_label
+
+    assert layer_label(key) == label
+
+
+def test_compare_clusters_readable_reference_title(clustered):
+    """Against the reference (no labels scored): the reference is named by its label too."""
+    clustered.uns["clusters"]["params"]["labels_key"] = "none"
+    axes = st.pl.compare_clusters(clustered, show=False)
+    titles = [a.get_title() for a in axes]
+    assert titles[0] == "original counts\n(reference)"
+    assert titles[1].startswith("smoothed\nARI ") and titles[1].endswith(
+        "vs original counts\n(ARI: adjusted Rand index)"
+    )

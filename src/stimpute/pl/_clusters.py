@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -17,8 +18,10 @@ from ._utils import (
     category_colors,
     check_ax,
     check_ncols,
+    check_save,
     draw_spots,
     finish,
+    layer_label,
     make_axes,
     name_list,
     spatial_canvas,
@@ -56,10 +59,14 @@ def compare_clusters(
     ax: Axes | Sequence[Axes] | None = None,
     show: bool | None = None,
     return_fig: bool = False,
+    save: str | os.PathLike | None = None,
 ) -> Figure | Axes | list[Axes] | None:
     """Spatial maps of the clusters of each layer over the tissue image, side by side.
 
-    One panel per layer, titled with the layer name and its adjusted Rand index (against the known
+    One panel per layer, titled with a short label of the layer (``"original counts"`` for ``X``,
+    ``"training matrix"`` for ``holdout_train``, ``"multimodal, normalized"`` for
+    ``imputed_multimodal_normalized``, ``"multimodal latent"`` for ``obsm['X_imputed_multimodal']``; other
+    keys as they are) and its adjusted Rand index (ARI) (against the known
     labels when :func:`stimpute.tl.compare_clusters` was given ``labels_key``, otherwise against the
     reference layer), plus a panel of the known labels. Cluster ids are aligned across layers, so the
     same id has the same colour in every panel; each label is drawn in the colour of the reference
@@ -100,13 +107,18 @@ def compare_clusters(
     ax
         An Axes (one panel) or a list of Axes (one per panel) to draw into.
     show
-        Show the figure; ``None`` shows it when it was created here and ``return_fig`` is False.
+        Show the figure; ``None`` shows it when it was created here, ``return_fig`` is False and ``save`` is None.
     return_fig
         Return the :class:`~matplotlib.figure.Figure`.
+    save
+        Write the figure to this path (``fig.savefig(save, bbox_inches="tight")``); the suffix picks the format,
+        any of matplotlib's: ``.png``, ``.pdf``, ``.svg``, ``.jpg``/``.jpeg``, ``.tif``/``.tiff``, ``.eps``,
+        ``.ps``, ``.webp``, ``.pgf``, ``.svgz``, ``.raw``/``.rgba``. The figure is then not shown unless
+        ``show=True``.
 
     Returns
     -------
-    The figure with ``return_fig=True``; the Axes (a list for several panels) with ``show=False``;
+    The figure with ``return_fig=True``; the Axes (a list for several panels) when not shown (``show=False``, or ``save`` without ``show=True``);
     else ``None``.
 
     Examples
@@ -118,10 +130,13 @@ def compare_clusters(
     >>> fig = st.pl.compare_clusters(adata, return_fig=True)
     >>> len(fig.axes)
     3
+    >>> [ax.get_title().splitlines()[0] for ax in fig.axes]
+    ['original counts', 'training matrix', 'domain']
     """
     from .. import tl
 
     check_adata(adata)
+    check_save(save)
     key = check_key_string(key, name="key")
     ncols = check_ncols(ncols)
     canvas = spatial_canvas(adata, img_key=img_key, library_id=library_id, spot_size=spot_size)
@@ -199,10 +214,15 @@ def compare_clusters(
 
     n_panels = len(layers) + (labels_key is not None)
     fig, axes, created = make_axes(n_panels, ncols=ncols, ax=ax)
+    explained = False  # "ARI" is spelled out once, in the first panel that gives one
     for a, layer in zip(axes, layers, strict=False):
         col = clusters[layer]
         draw_spots(a, canvas, colors=[palette[colour_of[c]] for c in col.to_numpy()])
-        a.set_title(_title(layer, scores, reference, labels_key if scored_labels else None, note))
+        title = _title(layer, scores, reference, labels_key if scored_labels else None, note)
+        if not explained and "ARI " in title:
+            title += "\n(ARI: adjusted Rand index)"
+            explained = True
+        a.set_title(title)
         _legend(a, [(c, palette[colour_of[c]]) for c in names if (col == c).any()])
     if labels_key is not None:
         a = axes[-1]
@@ -219,7 +239,7 @@ def compare_clusters(
         if lab.isna().any():
             entries.append(("NA", NA_COLOR))
         _legend(a, entries)
-    return finish(fig, axes, show=show, return_fig=return_fig, created=created)
+    return finish(fig, axes, show=show, return_fig=return_fig, created=created, save=save)
 
 
 def _drawn_scores(
@@ -265,11 +285,12 @@ def _title(layer: str, scores: pd.DataFrame, reference: str, labels_key: str | N
             return f"ARI {row[col]:.2f} ± {sd:.2f} (mean" + (f", {note})" if note else ")")
         return f"ARI {row[col]:.2f}" + (f" ({note})" if note else "")
 
+    label = layer_label(layer)
     if labels_key is not None and np.isfinite(row["ari_labels"]):
-        return f"{layer}\n{ari('ari_labels')} vs {labels_key}"
+        return f"{label}\n{ari('ari_labels')} vs {labels_key}"
     if layer == reference:
-        return f"{layer}\n(reference)"
-    return f"{layer}\n{ari('ari_reference')} vs {reference}"
+        return f"{label}\n(reference)"
+    return f"{label}\n{ari('ari_reference')} vs {layer_label(reference)}"
 
 
 def _id_order(name: str) -> tuple[int, int, str]:

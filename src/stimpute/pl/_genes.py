@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from numbers import Real
 from typing import TYPE_CHECKING
@@ -11,7 +12,7 @@ from anndata import AnnData
 from scipy import sparse
 
 from .._validate import check_adata, check_layer, get_matrix
-from ._utils import draw_spots, finish, make_axes, name_list, spatial_canvas
+from ._utils import check_save, draw_spots, finish, make_axes, name_list, spatial_canvas
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -34,6 +35,7 @@ def genes(
     ax: Axes | Sequence[Axes] | None = None,
     show: bool | None = None,
     return_fig: bool = False,
+    save: str | os.PathLike | None = None,
 ) -> Figure | Axes | list[Axes] | None:
     r"""Spatial expression of chosen genes: one row per gene, one column per layer.
 
@@ -65,13 +67,18 @@ def genes(
     ax
         An Axes (one gene and one layer) or a list of Axes (genes x layers, row by row) to draw into.
     show
-        Show the figure; ``None`` shows it when it was created here and ``return_fig`` is False.
+        Show the figure; ``None`` shows it when it was created here, ``return_fig`` is False and ``save`` is None.
     return_fig
         Return the :class:`~matplotlib.figure.Figure`.
+    save
+        Write the figure to this path (``fig.savefig(save, bbox_inches="tight")``); the suffix picks the format,
+        any of matplotlib's: ``.png``, ``.pdf``, ``.svg``, ``.jpg``/``.jpeg``, ``.tif``/``.tiff``, ``.eps``,
+        ``.ps``, ``.webp``, ``.pgf``, ``.svgz``, ``.raw``/``.rgba``. The figure is then not shown unless
+        ``show=True``.
 
     Returns
     -------
-    The figure with ``return_fig=True``; the Axes (a list for several panels) with ``show=False``;
+    The figure with ``return_fig=True``; the Axes (a list for several panels) when not shown (``show=False``, or ``save`` without ``show=True``);
     else ``None``.
 
     Examples
@@ -84,6 +91,7 @@ def genes(
     ['gene_0000\nX', 'gene_0000\nholdout_train']
     """
     check_adata(adata)
+    check_save(save)
     genes = name_list(genes, name="genes", what="gene")
     if not adata.var_names.is_unique:
         msg = "`adata.var_names` are not unique; run `adata.var_names_make_unique()` first to pick genes by name."
@@ -126,4 +134,4 @@ def genes(
             coll = draw_spots(a, canvas, values=c, cmap=cmap, norm=norm)
             a.set_title(f"{gene}\n{layer}")
         fig.colorbar(coll, ax=row, label="log1p(value)" if log else "value", shrink=0.8)
-    return finish(fig, axes, show=show, return_fig=return_fig, created=created)
+    return finish(fig, axes, show=show, return_fig=return_fig, created=created, save=save)

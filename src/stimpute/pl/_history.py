@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -9,7 +10,7 @@ import numpy as np
 from anndata import AnnData
 
 from .._validate import check_adata
-from ._utils import finish, make_axes
+from ._utils import check_save, finish, make_axes
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -28,6 +29,7 @@ def history(
     ax: Axes | None = None,
     show: bool | None = None,
     return_fig: bool = False,
+    save: str | os.PathLike | None = None,
 ) -> Figure | Axes | None:
     """Training and validation loss per epoch of an imputation model.
 
@@ -46,13 +48,18 @@ def history(
     ax
         Axes to draw into.
     show
-        Show the figure; ``None`` shows it when it was created here and ``return_fig`` is False.
+        Show the figure; ``None`` shows it when it was created here, ``return_fig`` is False and ``save`` is None.
     return_fig
         Return the :class:`~matplotlib.figure.Figure`.
+    save
+        Write the figure to this path (``fig.savefig(save, bbox_inches="tight")``); the suffix picks the format,
+        any of matplotlib's: ``.png``, ``.pdf``, ``.svg``, ``.jpg``/``.jpeg``, ``.tif``/``.tiff``, ``.eps``,
+        ``.ps``, ``.webp``, ``.pgf``, ``.svgz``, ``.raw``/``.rgba``. The figure is then not shown unless
+        ``show=True``.
 
     Returns
     -------
-    The figure with ``return_fig=True``; the Axes with ``show=False``; else ``None``.
+    The figure with ``return_fig=True``; the Axes when not shown (``show=False``, or ``save`` without ``show=True``); else ``None``.
 
     Examples
     --------
@@ -67,6 +74,7 @@ def history(
     ['training', 'validation']
     """
     check_adata(adata)
+    check_save(save)
     if not isinstance(key, str):
         msg = f"`key` must be a string naming an entry of `adata.uns`, got {type(key).__name__}."
         raise TypeError(msg)
@@ -116,4 +124,4 @@ def history(
     a.set_ylabel("loss")
     a.set_title(key)
     a.legend(frameon=False)
-    return finish(fig, axes, show=show, return_fig=return_fig, created=created)
+    return finish(fig, axes, show=show, return_fig=return_fig, created=created, save=save)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -11,7 +12,7 @@ from anndata import AnnData
 from .._constants import HOLDOUT_KEY, TEST_SUFFIX, TRAIN_SUFFIX
 from .._validate import as_csr, check_adata, check_layer, check_positive_int, get_matrix
 from ..tl._evaluate import _gather, _pearson, _scored_entries
-from ._utils import check_ncols, finish, make_axes, name_list
+from ._utils import check_ncols, check_save, finish, make_axes, name_list
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -31,6 +32,7 @@ def holdout(
     ax: Axes | Sequence[Axes] | None = None,
     show: bool | None = None,
     return_fig: bool = False,
+    save: str | os.PathLike | None = None,
 ) -> Figure | Axes | list[Axes] | None:
     """Hidden true values against imputed values, one hexbin panel per layer.
 
@@ -58,13 +60,18 @@ def holdout(
     ax
         An Axes (one layer) or a list of Axes (one per layer) to draw into.
     show
-        Show the figure; ``None`` shows it when it was created here and ``return_fig`` is False.
+        Show the figure; ``None`` shows it when it was created here, ``return_fig`` is False and ``save`` is None.
     return_fig
         Return the :class:`~matplotlib.figure.Figure`.
+    save
+        Write the figure to this path (``fig.savefig(save, bbox_inches="tight")``); the suffix picks the format,
+        any of matplotlib's: ``.png``, ``.pdf``, ``.svg``, ``.jpg``/``.jpeg``, ``.tif``/``.tiff``, ``.eps``,
+        ``.ps``, ``.webp``, ``.pgf``, ``.svgz``, ``.raw``/``.rgba``. The figure is then not shown unless
+        ``show=True``.
 
     Returns
     -------
-    The figure with ``return_fig=True``; the Axes (a list for several layers) with ``show=False``;
+    The figure with ``return_fig=True``; the Axes (a list for several layers) when not shown (``show=False``, or ``save`` without ``show=True``);
     else ``None``.
 
     Examples
@@ -81,6 +88,7 @@ def holdout(
     from matplotlib.colors import LogNorm
 
     check_adata(adata)
+    check_save(save)
     stored = adata.uns.get(holdout_key)
     if not isinstance(stored, Mapping) or "params" not in stored:
         msg = f"`adata.uns[{holdout_key!r}]` not found; run `st.pp.holdout(adata, key_added={holdout_key!r})` first."
@@ -135,4 +143,4 @@ def holdout(
     for hb in bins:
         hb.set_norm(norm)
     fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes, label="entries", shrink=0.8)
-    return finish(fig, axes, show=show, return_fig=return_fig, created=created)
+    return finish(fig, axes, show=show, return_fig=return_fig, created=created, save=save)

@@ -11,7 +11,7 @@ import numpy as np
 from anndata import AnnData
 
 from .._validate import check_adata, check_positive_int, check_random_state
-from ._utils import check_ncols, finish, make_axes
+from ._utils import check_ncols, check_save, finish, make_axes
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -37,6 +37,7 @@ def tiles(
     random_state: int | None = 0,
     ax: Axes | Sequence[Axes] | None = None,
     return_fig: bool = False,
+    save: str | os.PathLike | None = None,
     show: bool | None = None,
 ) -> Figure | Axes | list[Axes] | None:
     """Show the image tiles of some spots, each with its spot circle and centre.
@@ -77,11 +78,16 @@ def tiles(
     return_fig
         Return the figure.
     show
-        Show the figure; ``None`` shows it when it was created here and ``return_fig`` is False.
+        Show the figure; ``None`` shows it when it was created here, ``return_fig`` is False and ``save`` is None.
+    save
+        Write the figure to this path (``fig.savefig(save, bbox_inches="tight")``); the suffix picks the format,
+        any of matplotlib's: ``.png``, ``.pdf``, ``.svg``, ``.jpg``/``.jpeg``, ``.tif``/``.tiff``, ``.eps``,
+        ``.ps``, ``.webp``, ``.pgf``, ``.svgz``, ``.raw``/``.rgba``. The figure is then not shown unless
+        ``show=True``.
 
     Returns
     -------
-    The figure when ``return_fig=True``; the axes when ``show=False``; otherwise ``None``.
+    The figure when ``return_fig=True``; the axes when not shown (``show=False``, or ``save`` without ``show=True``); otherwise ``None``.
 
     Examples
     --------
@@ -95,6 +101,7 @@ def tiles(
     from .._image._tiles import prepare_tiles
 
     check_adata(adata)
+    check_save(save)
     ncols = check_ncols(ncols)
     if not (isinstance(panel_size, Real) and not isinstance(panel_size, bool) and 0 < panel_size < np.inf):
         msg = f"`panel_size` must be a positive number of inches, got {panel_size!r}."
@@ -144,4 +151,4 @@ def tiles(
         axis.set_yticks([])
     if created:
         fig.suptitle(title, fontsize=9)
-    return finish(fig, axes, show=show, return_fig=return_fig, created=created)
+    return finish(fig, axes, show=show, return_fig=return_fig, created=created, save=save)

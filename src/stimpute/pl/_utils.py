@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -13,7 +14,18 @@ import pandas as pd
 from anndata import AnnData
 
 from .. import get
-from .._constants import LIBRARY_COLUMN, SPATIAL_KEY
+from .._constants import (
+    HOLDOUT_KEY,
+    IMPUTED_PREFIX,
+    LATENT_PREFIX,
+    LIBRARY_COLUMN,
+    LOSSES,
+    METHODS,
+    OUTPUTS,
+    SPATIAL_KEY,
+    TEST_SUFFIX,
+    TRAIN_SUFFIX,
+)
 from .._graph import median_neighbour_distance
 from .._warnings import SectionWarning, warn
 from ..get._sections import other_sections_possible, suggested_library_key
@@ -27,8 +39,10 @@ __all__ = [
     "SpatialCanvas",
     "category_colors",
     "check_ncols",
+    "check_save",
     "draw_spots",
     "finish",
+    "layer_label",
     "make_axes",
     "spatial_canvas",
 ]
@@ -263,18 +277,88 @@ def check_ncols(ncols) -> int:
     return int(ncols)
 
 
-def finish(
-    fig: Figure, axes: list[Axes], *, show: bool | None, return_fig: bool, created: bool
-) -> Figure | Axes | list[Axes] | None:
-    """Return or show a figure following scanpy's convention.
+_LABEL_WORDS = {"smoothed": "smoothed", **{w: w for w in (*OUTPUTS, *LOSSES)}}
 
-    ``return_fig`` gives the figure; otherwise show it (by default when the figure was made here)
-    and return ``None``, or return the axes when ``show=False``.
+
+def layer_label(key: str | None) -> str:
+    """A short readable label for a layer or ``obsm`` key that stimpute wrote; any other key as it is.
+
+    Examples
+    --------
+    >>> layer_label("imputed_multimodal_normalized_smoothed")
+    'multimodal, normalized, smoothed'
+    >>> layer_label("holdout_train"), layer_label("X"), layer_label("X_imputed_multimodal")
+    ('training matrix', 'original counts', 'multimodal latent')
+    >>> layer_label("my_layer")
+    'my_layer'
     """
+    if key is None or key == "X":
+        return "original counts"
+    if key == HOLDOUT_KEY + TRAIN_SUFFIX:
+        return "training matrix"
+    if key == HOLDOUT_KEY + TEST_SUFFIX:
+        return "held-out values"
+    if key.endswith("_smoothed") and key[: -len("_smoothed")] in ("X", HOLDOUT_KEY + TRAIN_SUFFIX):
+        return f"{layer_label(key[: -len('_smoothed')])}, smoothed"
+    if key.startswith(LATENT_PREFIX + IMPUTED_PREFIX):
+        inner = layer_label(key[len(LATENT_PREFIX) :])
+        return key if inner == key[len(LATENT_PREFIX) :] else f"{inner} latent"
+    if key.startswith(IMPUTED_PREFIX):
+        rest = key[len(IMPUTED_PREFIX) :]
+        for method in sorted(METHODS, key=len, reverse=True):
+            if rest == method or rest.startswith(method + "_"):
+                words = [w for w in rest[len(method) :].split("_") if w]
+                if all(w in _LABEL_WORDS for w in words):
+                    return ", ".join([method, *(_LABEL_WORDS[w] for w in words)])
+    return key
+
+
+def check_save(save) -> str | os.PathLike | None:
+    """Check ``save``: ``None`` or a path whose suffix is a format matplotlib writes, in an existing folder."""
+    from pathlib import Path
+
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    if save is None:
+        return None
+    if isinstance(save, bool) or not isinstance(save, str | os.PathLike):
+        msg = f"`save` must be a file path (str or os.PathLike) or None, got {save!r}."
+        raise TypeError(msg)
+    path = Path(save)
+    formats = sorted(FigureCanvasBase.get_supported_filetypes())
+    suffix = path.suffix.lower().lstrip(".")
+    if suffix not in formats:
+        msg = (
+            f"`save={str(save)!r}` needs a file suffix naming the format, one of {formats} (e.g. `save='figure.png'`)."
+        )
+        raise ValueError(msg)
+    if not path.parent.is_dir():
+        msg = f"`save={str(save)!r}`: the folder {str(path.parent)!r} does not exist; create it first."
+        raise ValueError(msg)
+    return save
+
+
+def finish(
+    fig: Figure,
+    axes: list[Axes],
+    *,
+    show: bool | None,
+    return_fig: bool,
+    created: bool,
+    save: str | os.PathLike | None = None,
+) -> Figure | Axes | list[Axes] | None:
+    """Save, return or show a figure following scanpy's convention.
+
+    ``save`` writes the figure to that path first. ``return_fig`` gives the figure (not shown); otherwise show
+    it (by default when the figure was made here and not saved) and return ``None``, or return the axes when
+    it is not shown.
+    """
+    if save is not None:
+        fig.savefig(save, bbox_inches="tight")
     if return_fig:
         return fig
     if show is None:
-        show = created
+        show = created and save is None
     if show:
         import matplotlib.pyplot as plt
 
