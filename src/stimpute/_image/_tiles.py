@@ -24,6 +24,7 @@ from .. import _logging as logg
 from .._constants import IMAGE_KEYS
 from .._warnings import ImageFeatureWarning, warn
 from ..get import _spatial
+from ..get._crops import spot_indices
 from ._io import ImageSource, open_array, open_file, to_rgb_uint8
 from ._orientation import orientation_warning
 
@@ -127,14 +128,7 @@ def prepare_tiles(
     coords = all_coords
     names = np.asarray(adata.obs_names)
     if obs_names is not None:
-        if not adata.obs_names.is_unique:
-            msg = "`adata.obs_names` are not unique; run `adata.obs_names_make_unique()` to pick spots by name."
-            raise ValueError(msg)
-        idx = adata.obs_names.get_indexer(list(obs_names))
-        if (idx < 0).any():
-            missing = [n for n, i in zip(obs_names, idx, strict=True) if i < 0][:5]
-            msg = f"`obs_names` contains names not in `adata.obs_names`, e.g. {missing}."
-            raise KeyError(msg)
+        idx = spot_indices(adata, obs_names)
         coords, names = coords[idx], names[idx]
     lib = _spatial.library_id(adata, library_id)
     diameter = _spatial.spot_diameter(adata, lib, "fullres")

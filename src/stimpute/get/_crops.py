@@ -76,17 +76,7 @@ def spot_crops(
             raise ValueError(msg)
     coords = spatial_coords(adata)
     if obs_names is not None:
-        if isinstance(obs_names, str):
-            obs_names = [obs_names]
-        if not adata.obs_names.is_unique:
-            msg = "`adata.obs_names` are not unique; run `adata.obs_names_make_unique()` to pick spots by name."
-            raise ValueError(msg)
-        idx = adata.obs_names.get_indexer(list(obs_names))
-        if (idx < 0).any():
-            missing = [n for n, i in zip(obs_names, idx, strict=True) if i < 0][:5]
-            msg = f"`obs_names` contains names not in `adata.obs_names`, e.g. {missing}."
-            raise KeyError(msg)
-        coords = coords[idx]
+        coords = coords[spot_indices(adata, [obs_names] if isinstance(obs_names, str) else obs_names)]
     if img is None:
         img = image(adata, library_id, img_key)
         scale = scale_factor(adata, library_id, img_key)
@@ -105,6 +95,19 @@ def spot_crops(
     diameter = spot_diameter(adata, library_id, "fullres") * float(scale)
     radius = max(1, int(round(diameter * spot_scale / 2)))
     return crop_centred(img, coords * float(scale), radius, cval=cval)
+
+
+def spot_indices(adata: AnnData, obs_names: Sequence[str]) -> np.ndarray:
+    """Row positions of the spots ``obs_names`` (unique ``adata.obs_names`` needed; unknown names are a KeyError)."""
+    if not adata.obs_names.is_unique:
+        msg = "`adata.obs_names` are not unique; run `adata.obs_names_make_unique()` to pick spots by name."
+        raise ValueError(msg)
+    idx = adata.obs_names.get_indexer(list(obs_names))
+    if (idx < 0).any():
+        missing = [n for n, i in zip(obs_names, idx, strict=True) if i < 0][:5]
+        msg = f"`obs_names` contains names not in `adata.obs_names`, e.g. {missing}."
+        raise KeyError(msg)
+    return idx
 
 
 def _positive(value) -> bool:
