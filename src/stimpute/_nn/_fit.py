@@ -73,9 +73,11 @@ def fit_network(
                 enc = net.encoders["counts"]
                 enc.target_total.fill_(float(config["norm"]["library_median"]))
                 if enc.n_pcs > 0:
-                    L_axes = (
-                        depth_normalised_log1p(X, config["norm"]["library_median"]) if enc.normalize else prep.L_obs
-                    )
+                    L_axes = prep.L_obs
+                    if enc.normalize:  # the graph encoder's source is this matrix: not built twice
+                        L_axes = prep.hop_source
+                        if L_axes is None:
+                            L_axes = depth_normalised_log1p(X, config["norm"]["library_median"])
                     enc.projection.copy_(torch.from_numpy(principal_axes(L_axes, config["count_pcs"], random_state)))
         attach_projection(prep, net)
         if prep.graph_hops is not None:  # standardise the hop features on the spots trained on

@@ -257,7 +257,11 @@ class ImputeNet(nn.Module):
         ``keep`` (training only) is a ``(n_spots, n_modalities)`` 0/1 mask of the modalities each spot
         may use (modality dropout); the weights of the kept modalities are renormalised to sum to 1.
         """
-        out = self.out(self.hidden(batch, keep))
+        return self.decode(self.latent(batch, keep), batch)
+
+    def decode(self, z: torch.Tensor, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The output of :meth:`forward` from the fused latent ``z`` of the spots of ``batch`` (see :meth:`latent`)."""
+        out = self.out(self._decoder_hidden(z, batch))
         if self.neighbour_skip:
             out = out + self.skip(batch)
         return out
@@ -286,7 +290,9 @@ class ImputeNet(nn.Module):
         ``batch["counts_read"]``, when present, replaces ``batch["counts"]`` as the count encoder's input already
         read by :meth:`CountEncoder.read` (inputs that do not change between epochs, read once).
         """
-        z = self.latent(batch, keep)
+        return self._decoder_hidden(self.latent(batch, keep), batch)
+
+    def _decoder_hidden(self, z: torch.Tensor, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         if self.library_size:
             z = torch.cat([z, batch["library"]], dim=1)
         return self.decoder(z)

@@ -23,6 +23,7 @@ def predict(
     gene_max: np.ndarray | None,
     reference_library: float = 0.0,
     chunk: int = 512,
+    latent_out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Imputed counts for every spot from all its observed entries, float32 ``(n_obs, n_genes)``.
 
@@ -31,7 +32,8 @@ def predict(
     ``"normalized"`` the prediction at the reference depth (standardised log library size
     ``reference_library``, size factor 1) for every spot: the expected count when the network has
     a detection head or a count likelihood, else the conditional one. With ``gene_max``, values are capped at
-    each gene's largest count seen in training.
+    each gene's largest count seen in training. ``latent_out``, a float32 ``(n_obs, latent_dim)`` array, receives
+    every spot's fused latent vector from the same pass (it does not depend on the readout).
     """
     net.eval()
     net.to(device)
@@ -46,7 +48,10 @@ def predict(
             b["library"] = torch.full_like(b["library"], float(reference_library))
             sf = torch.ones_like(sf)
         no_counts = torch.from_numpy(np.diff(prep.L_obs.indptr)[idx] == 0).to(device)
-        raw = net(b, without_counts(net, no_counts, None) if bool(no_counts.any()) else None).float()
+        z = net.latent(b, without_counts(net, no_counts, None) if bool(no_counts.any()) else None)
+        raw = net.decode(z, b).float()
+        if latent_out is not None:
+            latent_out[idx] = z.float().cpu().numpy()
         block = readout(
             net, raw, sf, n_genes=n_genes, loss=loss, output="expected" if output == "normalized" else output
         )
@@ -75,22 +80,3 @@ def readout(
         theta = torch.exp(net.log_theta).clamp(1e-4, 1e6)[None, :]
         p_zero = torch.exp(theta * (torch.log(theta) - torch.log(theta + mu)))
     return mu / (1.0 - p_zero).clamp(min=1e-6)
-
-
-@torch.inference_mode()
-@float32_default()
-def latent(net: ImputeNet, prep: Prepared, device: torch.device, *, chunk: int = 512) -> np.ndarray:
-    """The fused latent vector of every spot from all its observed entries, float32 ``(n_obs, latent_dim)``.
-
-    A spot without counts reads the modalities other than its counts (as in :func:`predict`).
-    """
-    net.eval()
-    net.to(device)
-    out = np.empty((prep.n_obs, net.latent_dim), dtype=np.float32)
-    for start in range(0, prep.n_obs, chunk):
-        idx = np.arange(start, min(prep.n_obs, start + chunk))
-        b = batch(prep, idx, device, source="obs")
-        no_counts = torch.from_numpy(np.diff(prep.L_obs.indptr)[idx] == 0).to(device)
-        keep = without_counts(net, no_counts, None) if bool(no_counts.any()) else None
-        out[idx] = net.latent(b, keep).float().cpu().numpy()
-    return out

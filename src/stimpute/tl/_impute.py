@@ -349,7 +349,7 @@ def _impute_network(
         progress=run.progress,
     )
     params["spot_mask"] = float(record["spot_mask"])  # the share used (None: automatic)
-    out = model.readout(prep, inputs.X, output=run.output, keep_observed=run.keep_observed)
+    out, latent = model.readout(prep, inputs.X, output=run.output, keep_observed=run.keep_observed)
     history = {k: list(v) for k, v in record["history"].items()}
     model.config.update({"params": params, "history": history, "best_epoch": record["best_epoch"]})
     extra = {
@@ -363,7 +363,7 @@ def _impute_network(
         "best_epoch": record["best_epoch"],
         "device": str(inputs.device),
         "extra": extra,
-        "latent": model.latent_of(prep),
+        "latent": latent,
     }
     return out, result, model
 

@@ -119,12 +119,15 @@ class ImputationModel:
         )
         return cls(net, config, var_names, device), record, prep
 
-    def readout(self, prep: Any, X, *, output: str, keep_observed: bool) -> np.ndarray:
-        """Imputed counts (float32, spots x genes) of the prepared inputs ``prep`` of counts ``X``."""
+    def readout(self, prep: Any, X, *, output: str, keep_observed: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Imputed counts (float32, spots x genes) of the prepared inputs ``prep`` of counts ``X``, and the fused
+        latent vectors (float32, spots x ``latent_dim``) from the same pass.
+        """
         from .._nn._config import reference_library
         from .._nn._predict import predict
 
         norm = self.config["norm"]
+        latent = np.empty((prep.n_obs, self.net.latent_dim), dtype=np.float32)
         out = predict(
             self.net,
             prep,
@@ -133,16 +136,11 @@ class ImputationModel:
             output=output,
             gene_max=norm.get("gene_max"),
             reference_library=reference_library(norm),
+            latent_out=latent,
         )
         if keep_observed:
             restore_observed(out, X, to_depth=norm["library_median"] if output == "normalized" else None)
-        return out
-
-    def latent_of(self, prep: Any) -> np.ndarray:
-        """The fused latent vectors (float32, spots x ``latent_dim``) of the prepared inputs ``prep``."""
-        from .._nn._predict import latent
-
-        return latent(self.net, prep, self.device)
+        return out, latent
 
     @doc_params(library_key=DOC_LIBRARY_KEY)
     def predict(
@@ -206,7 +204,7 @@ class ImputationModel:
 
         prep = prepare(X, config=self.config, norm=self.config["norm"], coords=coords, image=image, groups=groups)
         attach_projection(prep, self.net)
-        out = self.readout(prep, X, output=output, keep_observed=keep_observed)
+        out, latent = self.readout(prep, X, output=output, keep_observed=keep_observed)
         if copy:
             adata = adata.copy()
         params = dict(self.config.get("params", {}))
@@ -232,7 +230,7 @@ class ImputationModel:
             device=str(self.device),
             wall_time=time.perf_counter() - start,
             extra={"fusion_weights": self.fusion_weights, "trained": False},
-            latent=self.latent_of(prep),
+            latent=latent,
         )
         logg.info(
             f"    imputed with the trained {self.method} model: added `adata.layers[{key_added!r}]`", time_start=start
